@@ -1,0 +1,34 @@
+# Two commands do all the setup (see README): `make book` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: book test lab notebooks clean
+
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+## book: set up, build the HTML book, print the page to open
+book: $(STAMP)
+	$(BIN)/python -m bnbackprop.build
+	@echo "Open this page in a browser: file://$(CURDIR)/_build/html/index.html"
+
+## test: set up, then run every test (unit, property, nbval on every notebook, the -W book build)
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## lab: set up, then open the notebooks in JupyterLab
+lab: $(STAMP)
+	$(BIN)/jupyter lab book/
+
+## notebooks: re-run every chapter top to bottom and store its outputs and widget state
+notebooks: $(STAMP)
+	$(BIN)/python -m bnbackprop.run_notebooks
+
+clean:
+	rm -rf _build .pytest_cache .hypothesis

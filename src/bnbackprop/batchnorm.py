@@ -1,0 +1,199 @@
+"""Batch norm by hand: the forward, the staged backward, the compact backward, and eval mode.
+
+Names follow the book's name table (`bnbackprop.names`). Gradients are named `d<name>`.
+The statistics are taken over `cache.axes`; for batch norm that is every axis but the channel
+axis 1, so `x` may be (N, D) or (N, C, H, W, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._checks import (
+    check_ddof,
+    check_dy,
+    check_eps,
+    check_input,
+    check_param,
+    check_training_batch,
+    param_shape,
+    reduce_axes,
+)
+
+
+@dataclass(frozen=True)
+class Cache:
+    """What the forward pass keeps for the backward pass."""
+
+    x: np.ndarray
+    mu: np.ndarray
+    xmu: np.ndarray
+    var: np.ndarray
+    std: np.ndarray
+    ivar: np.ndarray
+    xhat: np.ndarray
+    gamma: np.ndarray  # broadcast-shaped, e.g. (1, C, 1, 1)
+    eps: float
+    ddof: int
+    axes: tuple[int, ...]  # axes the statistics reduce over
+    param_axes: tuple[int, ...]  # axes dgamma and dbeta sum over
+    B: int  # values per statistic
+
+
+def normalize_forward(x, gamma_b, beta_b, axes, eps, ddof, param_axes=None):
+    """Normalize `x` over `axes` and apply broadcast-shaped `gamma_b`, `beta_b`; return (y, cache)."""
+    B = int(np.prod([x.shape[a] for a in axes]))
+    mu = x.mean(axis=axes, keepdims=True)
+    xmu = x - mu
+    # Two passes: subtracting mu first keeps the variance exact under large offsets.
+    var = (xmu * xmu).sum(axis=axes, keepdims=True) / (B - ddof)
+    if eps == 0:
+        _refuse_zero_variance(x, var, axes)
+    std = np.sqrt(var + eps)
+    ivar = 1.0 / std
+    xhat = xmu * ivar
+    y = gamma_b * xhat + beta_b
+    axes_p = axes if param_axes is None else param_axes
+    cache = Cache(x, mu, xmu, var, std, ivar, xhat, gamma_b, eps, ddof, axes, axes_p, B)
+    return y, cache
+
+
+def _refuse_zero_variance(x, var, axes):
+    """With eps = 0, a constant channel divides 0 by 0; rounding may leave a tiny var instead."""
+    scale = np.abs(x).max(axis=axes, keepdims=True)
+    tiny = (16 * np.finfo(x.dtype).eps * scale) ** 2
+    if np.any(var <= tiny):
+        raise ValueError(
+            "eps = 0 with a channel of zero variance: xhat = 0/0 there. "
+            "Use eps > 0 (for example 1e-5), or give every channel at least two distinct values."
+        )
+
+
+def forward(x, gamma, beta, eps=1e-5, ddof=0):
+    """Batch norm in training mode; returns (y, cache). `ddof=1` gives Bessel's correction."""
+    x = check_input(x)
+    check_training_batch(x.shape)
+    eps, ddof = check_eps(eps), check_ddof(ddof)
+    shape = param_shape(x.ndim, x.shape[1])
+    gamma = check_param(gamma, "gamma", x.shape[1], x.dtype).reshape(shape)
+    beta = check_param(beta, "beta", x.shape[1], x.dtype).reshape(shape)
+    return normalize_forward(x, gamma, beta, reduce_axes(x.ndim), eps, ddof)
+
+
+def _param_grads(dy, cache):
+    """dgamma and dbeta: sums over the axes the parameters were broadcast along."""
+    shape = _param_out_shape(cache)
+    dbeta = dy.sum(axis=cache.param_axes).reshape(shape)
+    dgamma = (dy * cache.xhat).sum(axis=cache.param_axes).reshape(shape)
+    return dgamma, dbeta
+
+
+def _param_out_shape(cache):
+    """Parameter shape as the caller passed it: gamma without its broadcast axes."""
+    return tuple(n for a, n in enumerate(cache.gamma.shape) if a not in cache.param_axes)
+
+
+def backward(dy, cache):
+    """Compact backward: dx = (g - mean(g) - xhat * sum(g*xhat)/(B-ddof)) / s, with g = gamma*dy."""
+    dy = check_dy(dy, cache.xhat.shape, cache.xhat.dtype)
+    dgamma, dbeta = _param_grads(dy, cache)
+    g = cache.gamma * dy
+    mean_g = g.mean(axis=cache.axes, keepdims=True)
+    # B/(B-ddof) times mean(g*xhat): the n/(n-1) factor of a Bessel forward.
+    proj = (g * cache.xhat).sum(axis=cache.axes, keepdims=True) / (cache.B - cache.ddof)
+    dx = (g - mean_g - cache.xhat * proj) * cache.ivar
+    return dx, dgamma, dbeta
+
+
+def backward_staged(dy, cache):
+    """Backward node by node, in reverse order of the forward; `+=` where a node fans out."""
+    dy = check_dy(dy, cache.xhat.shape, cache.xhat.dtype)
+    axes, B, ddof = cache.axes, cache.B, cache.ddof
+    xmu, std, ivar, xhat = cache.xmu, cache.std, cache.ivar, cache.xhat
+    # y = gxhat + beta
+    dgxhat = dy
+    dgamma, dbeta = _param_grads(dy, cache)
+    # gxhat = gamma * xhat
+    dxhat = cache.gamma * dgxhat
+    # xhat = xmu * ivar
+    dxmu = dxhat * ivar
+    divar = (dxhat * xmu).sum(axis=axes, keepdims=True)
+    # ivar = 1 / std
+    dstd = -divar / std**2
+    # std = sqrt(vareps)
+    dvareps = dstd * 0.5 / std
+    # vareps = var + eps
+    dvar = dvareps
+    # var = sum(xmusq) / (B - ddof)
+    dxmusq = np.broadcast_to(dvar / (B - ddof), xmu.shape)
+    # xmusq = xmu**2: the second use of xmu, so its gradient adds on
+    dxmu = dxmu + 2 * xmu * dxmusq
+    # xmu = x - mu
+    dx = dxmu.copy()
+    dmu = -dxmu.sum(axis=axes, keepdims=True)
+    # mu = mean(x): the second use of x
+    dx += np.broadcast_to(dmu / B, dx.shape)
+    return dx, dgamma, dbeta
+
+
+@dataclass(frozen=True)
+class EvalCache:
+    """What the eval-mode forward keeps: no batch statistics, so no projection."""
+
+    xhat: np.ndarray
+    ivar: np.ndarray
+    gamma: np.ndarray
+    axes: tuple[int, ...]
+
+
+def forward_eval(x, gamma, beta, running_mean, running_var, eps=1e-5):
+    """Batch norm in eval mode with running statistics; returns (y, cache). Any batch size works."""
+    x = check_input(x)
+    eps = check_eps(eps)
+    C = x.shape[1]
+    shape = param_shape(x.ndim, C)
+    gamma = check_param(gamma, "gamma", C, x.dtype).reshape(shape)
+    beta = check_param(beta, "beta", C, x.dtype).reshape(shape)
+    rmean = check_param(running_mean, "running_mean", C, x.dtype).reshape(shape)
+    rvar = check_param(running_var, "running_var", C, x.dtype).reshape(shape)
+    if np.any(rvar < 0) or np.any(rvar + eps <= 0):
+        raise ValueError("running_var must be >= 0, and running_var + eps must be > 0 in every channel")
+    ivar = 1.0 / np.sqrt(rvar + eps)
+    xhat = (x - rmean) * ivar
+    return gamma * xhat + beta, EvalCache(xhat, ivar, gamma, reduce_axes(x.ndim))
+
+
+def backward_eval(dy, cache):
+    """Eval-mode backward: the statistics are constants, so dx = gamma * dy / sqrt(running_var + eps)."""
+    dy = check_dy(dy, cache.xhat.shape, cache.xhat.dtype)
+    dbeta = dy.sum(axis=cache.axes)
+    dgamma = (dy * cache.xhat).sum(axis=cache.axes)
+    return cache.gamma * dy * cache.ivar, dgamma, dbeta
+
+
+def update_running_stats(running_mean, running_var, cache, momentum=0.1):
+    """PyTorch's update: running = (1 - momentum) * running + momentum * batch, unbiased variance."""
+    if not np.isscalar(momentum) or not 0 <= momentum <= 1:
+        raise ValueError(f"momentum must be a number in [0, 1]; got {momentum!r}")
+    C = cache.mu.size
+    rmean = check_param(running_mean, "running_mean", C, cache.mu.dtype)
+    rvar = check_param(running_var, "running_var", C, cache.mu.dtype)
+    unbiased = cache.var.reshape(C) * (cache.B - cache.ddof) / (cache.B - 1)
+    new_mean = (1 - momentum) * rmean + momentum * cache.mu.reshape(C)
+    new_var = (1 - momentum) * rvar + momentum * unbiased
+    return new_mean, new_var
+
+
+__all__ = [
+    "Cache",
+    "EvalCache",
+    "backward",
+    "backward_eval",
+    "backward_staged",
+    "forward",
+    "forward_eval",
+    "normalize_forward",
+    "update_running_stats",
+]

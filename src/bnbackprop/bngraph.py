@@ -1,0 +1,65 @@
+"""Batch norm built from the engine's elementary ops, with node names from the name table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import engine
+from ._checks import check_ddof, check_eps, check_input, check_param, check_training_batch, param_shape, reduce_axes
+from .batchnorm import _refuse_zero_variance
+
+
+@dataclass
+class BNGraph:
+    """The nodes of one batch norm forward, by name."""
+
+    nodes: dict[str, engine.Node]
+
+    def __getitem__(self, name: str) -> engine.Node:
+        return self.nodes[name]
+
+    @property
+    def y(self) -> engine.Node:
+        """The output node."""
+        return self.nodes["y"]
+
+    def triangle(self) -> list[engine.Edge]:
+        """The three edges of the 'triangle of death': x -> mu, mu -> xmu and x -> xmu."""
+        x, mu, xmu = self["x"], self["mu"], self["xmu"]
+        return [e for e in engine.all_edges(self.y) if (e.src, e.dst) in ((x, mu), (mu, xmu), (x, xmu))]
+
+    def backward(self, dy) -> engine.Gradients:
+        """Run the engine's backward pass from y with upstream gradient dy."""
+        return engine.backward(self.y, seed=dy)
+
+
+def batchnorm_graph(x, gamma, beta, eps=1e-5, ddof=0) -> BNGraph:
+    """Build training-mode batch norm node by node; the same checks as `bnbackprop.forward` apply."""
+    x = check_input(x)
+    check_training_batch(x.shape)
+    eps, ddof = check_eps(eps), check_ddof(ddof)
+    shape, axes = param_shape(x.ndim, x.shape[1]), reduce_axes(x.ndim)
+    n = {"x": engine.leaf(x, "x")}
+    n["gamma"] = engine.leaf(check_param(gamma, "gamma", x.shape[1], x.dtype).reshape(shape), "gamma")
+    n["beta"] = engine.leaf(check_param(beta, "beta", x.shape[1], x.dtype).reshape(shape), "beta")
+    n["mu"] = n["x"].mean(axes, keepdims=True).named("mu")
+    n["xmu"] = (n["x"] - n["mu"]).named("xmu")
+    n["xmusq"] = (n["xmu"] ** 2).named("xmusq")
+    n["var"] = n["xmusq"].mean(axes, keepdims=True, ddof=ddof).named("var")
+    if eps == 0:
+        _refuse_zero_variance(x, n["var"].value, axes)
+    n["vareps"] = (n["var"] + eps).named("vareps")
+    n["std"] = n["vareps"].sqrt().named("std")
+    n["ivar"] = (n["std"] ** -1).named("ivar")
+    n["xhat"] = (n["xmu"] * n["ivar"]).named("xhat")
+    n["gxhat"] = (n["gamma"] * n["xhat"]).named("gxhat")
+    n["y"] = (n["gxhat"] + n["beta"]).named("y")
+    return BNGraph(n)
+
+
+def engine_backward(dy, x, gamma, beta, eps=1e-5, ddof=0):
+    """(dx, dgamma, dbeta) from the engine: a third, independent route to the same gradients."""
+    grads = batchnorm_graph(x, gamma, beta, eps, ddof).backward(np.asarray(dy, dtype=float))
+    return grads["x"], grads["gamma"].ravel(), grads["beta"].ravel()

@@ -1,0 +1,69 @@
+"""The book as a whole: every listed notebook was run top to bottom, and the strict build passes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from bnbackprop.build import build_book
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def toc_files() -> list[str]:
+    """Every file named in _toc.yml, root first."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    found = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                found.append(entry["file"])
+            walk(entry.get("sections"))
+            for part in entry.get("parts", []):
+                walk(part.get("chapters"))
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return found
+
+
+def toc_notebooks() -> list[Path]:
+    """The notebooks among the _toc.yml entries."""
+    return [ROOT / f"{f}.ipynb" for f in toc_files() if (ROOT / f"{f}.ipynb").exists()]
+
+
+def test_every_toc_entry_exists():
+    missing = [f for f in toc_files() if not any((ROOT / f"{f}{ext}").exists() for ext in (".md", ".ipynb"))]
+    assert missing == []
+
+
+def test_every_notebook_under_book_is_in_the_toc():
+    listed = set(toc_notebooks())
+    on_disk = {p for p in (ROOT / "book").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts}
+    assert on_disk - listed == set()
+
+
+@pytest.mark.parametrize("path", toc_notebooks(), ids=lambda p: p.name)
+def test_notebook_was_run_top_to_bottom(path):
+    """nbval passes unexecuted cells silently; this catches them, and out-of-order runs too."""
+    cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code" and c.source.strip()]
+    counts = [c.execution_count for c in cells]
+    assert None not in counts, f"{path.name}: cells {[i for i, n in enumerate(counts) if n is None]} never ran"
+    assert counts == list(range(1, len(cells) + 1)), f"{path.name}: not run top to bottom in one fresh kernel"
+    assert any(c.outputs for c in cells), f"{path.name}: no stored outputs at all"
+    errors = [c for c in cells for o in c.outputs if o.output_type == "error" and "raises-exception" not in c.metadata.get("tags", [])]
+    assert errors == [], f"{path.name}: stored error outputs in cells not tagged raises-exception"
+
+
+def test_book_builds_with_warnings_as_errors():
+    proc = build_book(ROOT)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "WARNING" not in log, log[-4000:]
+    html = ROOT / "_build" / "html"
+    assert (html / "index.html").exists()
+    assert not (html / "reports").exists(), "execution reports must not be published"
