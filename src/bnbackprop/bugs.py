@@ -1,0 +1,129 @@
+"""Planted wrong backward passes: the mistakes real libraries shipped, one line each.
+
+Each bug has the signature of `bnbackprop.backward`, `(dy, cache) -> (dx, dgamma, dbeta)`, and
+differs from the compact formula in exactly one place. The book's bugs chapter, the grader
+(`bnbackprop.diagnose`) and the tests all use these same functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .batchnorm import _param_grads
+
+
+def _dx(g, mean_g, xhat, proj, ivar):
+    """The compact formula's shape: dx = (g - mean_g - xhat * proj) * ivar."""
+    return (g - mean_g - xhat * proj) * ivar
+
+
+def _parts(dy, cache, g=None):
+    """g (gamma * dy unless given), mean(g), and the projection coefficient sum(g*xhat)/(B - ddof)."""
+    g = cache.gamma * dy if g is None else g
+    mean_g = g.mean(axis=cache.axes, keepdims=True)
+    proj = (g * cache.xhat).sum(axis=cache.axes, keepdims=True) / (cache.B - cache.ddof)
+    return g, mean_g, proj
+
+
+def gamma_dropped(dy, cache):
+    """Knet.jl #288: gamma left out of dx, so g = dy. Invisible whenever tests use gamma = 1."""
+    g, mean_g, proj = _parts(dy, cache, g=dy)
+    return (_dx(g, mean_g, cache.xhat, proj, cache.ivar), *_param_grads(dy, cache))
+
+
+def wrong_axis(dy, cache):
+    """RubixML #423: means taken over axis 1 without keepdims; only a square (N, N) input even runs."""
+    g = cache.gamma * dy
+    mean_g = g.mean(axis=1)
+    proj = (g * cache.xhat).mean(axis=1)
+    return (_dx(g, mean_g, cache.xhat, proj, cache.ivar), *_param_grads(dy, cache))
+
+
+def variance_term_dropped(dy, cache):
+    """mlpack #2474 / DL4J #8379: the path through the variance is missing, so dx = (g - mean(g)) / s."""
+    g, mean_g, _ = _parts(dy, cache)
+    return (_dx(g, mean_g, cache.xhat, 0.0, cache.ivar), *_param_grads(dy, cache))
+
+
+def mean_via_variance_dropped(dy, cache):
+    """darknet #29: the variance's term into mu left out. Not a bug: it is sum(x - mu) times a constant, so 0."""
+    g, mean_g, proj = _parts(dy, cache)
+    return (_dx(g, mean_g, cache.xhat, proj, cache.ivar), *_param_grads(dy, cache))
+
+
+def mean_via_variance_misrestored(dy, cache):
+    """darknet #1723 style: the zero term 'restored' per element, -2 * xmu * dvar / B, without the sum."""
+    g, mean_g, proj = _parts(dy, cache)
+    dvar = -0.5 * proj * (cache.B - cache.ddof) / cache.B * cache.ivar**2
+    extra = -2.0 * cache.xmu * dvar / cache.B
+    return (_dx(g, mean_g, cache.xhat, proj, cache.ivar) + extra, *_param_grads(dy, cache))
+
+
+def bessel_mismatch(dy, cache):
+    """The biased formula, mean(g * xhat), on a Bessel (ddof=1) forward: the n/(n-1) factor is lost."""
+    g, mean_g, _ = _parts(dy, cache)
+    proj = (g * cache.xhat).mean(axis=cache.axes, keepdims=True)
+    return (_dx(g, mean_g, cache.xhat, proj, cache.ivar), *_param_grads(dy, cache))
+
+
+def eps_outside_sqrt(dy, cache):
+    """s computed as sqrt(var) + eps instead of sqrt(var + eps): off by about eps / (2 var)."""
+    g, mean_g, proj = _parts(dy, cache)
+    ivar = 1.0 / (np.sqrt(cache.var) + cache.eps)
+    return (_dx(g, mean_g, cache.xhat, proj, ivar), *_param_grads(dy, cache))
+
+
+def missing_inv_n(dy, cache):
+    """The 1/B of d mu / d x_j forgotten (the seed answer's 'dmu/dx = 1'): mean(g) becomes sum(g)."""
+    g, _, proj = _parts(dy, cache)
+    return (_dx(g, g.sum(axis=cache.axes, keepdims=True), cache.xhat, proj, cache.ivar), *_param_grads(dy, cache))
+
+
+def param_grads_wrong_axis(dy, cache):
+    """dgamma and dbeta summed over the channel axis instead of the batch: right dx, wrong dgamma/dbeta."""
+    g, mean_g, proj = _parts(dy, cache)
+    dbeta = dy.sum(axis=1)
+    dgamma = (dy * cache.xhat).sum(axis=1)
+    return _dx(g, mean_g, cache.xhat, proj, cache.ivar), dgamma, dbeta
+
+
+@dataclass(frozen=True)
+class Bug:
+    """A planted mistake: its function, a one-line explanation, where the book explains it."""
+
+    name: str
+    backward: Callable
+    explanation: str
+    section: str
+    harmless: bool = False
+
+
+BUGS: dict[str, Bug] = {b.name: b for b in (
+    Bug("gamma_dropped", gamma_dropped, "gamma is missing from dx: use g = gamma * dy, not dy.",
+        "Chapter 9, 'gamma left out'"),
+    Bug("wrong_axis", wrong_axis, "the statistics' gradients reduce over the feature axis, not the batch axis.",
+        "Chapter 9, 'the wrong axis'"),
+    Bug("variance_term_dropped", variance_term_dropped,
+        "the path through the variance is missing: dx lacks -xhat * mean(g * xhat).",
+        "Chapter 4, 'the variance branch'"),
+    Bug("mean_via_variance_dropped", mean_via_variance_dropped,
+        "leaving out the variance's term into mu is harmless: it is a multiple of sum(x - mu) = 0.",
+        "Chapter 4, 'the term that cancels'", harmless=True),
+    Bug("mean_via_variance_misrestored", mean_via_variance_misrestored,
+        "the variance's term into mu was added per element; summed over the batch it is exactly 0.",
+        "Chapter 4, 'the term that cancels'"),
+    Bug("bessel_mismatch", bessel_mismatch,
+        "the forward divides the variance by B - 1, but the backward uses mean(g * xhat): multiply it by B/(B-1).",
+        "Chapter 6, 'biased vs unbiased variance'"),
+    Bug("eps_outside_sqrt", eps_outside_sqrt, "s must be sqrt(var + eps), not sqrt(var) + eps.",
+        "Chapter 6, 'what eps does'"),
+    Bug("missing_inv_n", missing_inv_n,
+        "d mu / d x_j is 1/B, not 1: the mean's gradient must be divided by B.",
+        "Chapter 2, 'the mean'"),
+    Bug("param_grads_wrong_axis", param_grads_wrong_axis,
+        "dgamma and dbeta must sum over the batch (every axis but the channel), not over the channels.",
+        "Chapter 5, 'dgamma and dbeta'"),
+)}
