@@ -115,10 +115,17 @@ def _prepare(dy, cache, out):
     return np.ascontiguousarray(dy), np.ascontiguousarray(xhat), out
 
 
+def _check_sums(dy, dbeta, dgamma):
+    """One cheap test on the sums replaces a finiteness pass over dy: NaN and inf reach them."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        finite = np.isfinite(dbeta.sum() + dgamma.sum())
+    if not finite:
+        _explain_nonfinite(dy, dbeta, dgamma)
+
+
 def _coefficients(dy, cache, dbeta, dgamma, ch):
     """Per-channel (a, b, c) of dx = a*dy + b*xhat + c, from gamma*ivar and the two sums."""
-    if not np.isfinite(dbeta.sum() + dgamma.sum()):
-        _explain_nonfinite(dy, dbeta, dgamma)
+    _check_sums(dy, dbeta, dgamma)
     a = cache.gamma.reshape(ch) * cache.ivar.reshape(ch)
     return a, a * dgamma * -(1.0 / (cache.B - cache.ddof)), a * dbeta * -(1.0 / cache.B)
 
@@ -131,7 +138,8 @@ def backward_blocked(dy, cache: Cache, out=None):
     dy2, xhat2, out2 = _rows(dy), _rows(xhat), _rows(out)
     blocks, step = _blocks(dy2)
     tmp = np.empty((step, dy2.shape[1]), dtype=dy2.dtype)
-    dbeta, dgamma = _sums(dy2, xhat2, blocks, tmp, by_row)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow and NaN are reported by _check_sums
+        dbeta, dgamma = _sums(dy2, xhat2, blocks, tmp, by_row)
     if by_row:
         dbeta, dgamma = dbeta.reshape(n, ch).sum(0), dgamma.reshape(n, ch).sum(0)
     coef = _coefficients(dy, cache, dbeta, dgamma, ch)
@@ -197,8 +205,7 @@ def backward_fast(dy, cache: Cache, out=None):
     kernel = _backward_rows_jit if xhat.ndim > 2 else _backward_cols_jit
     inv_bd, inv_b = xhat.dtype.type(1.0 / (cache.B - cache.ddof)), xhat.dtype.type(1.0 / cache.B)
     kernel(_rows(dy), _rows(xhat), a, inv_bd, inv_b, _rows(out), dgamma, dbeta)
-    if not np.isfinite(dbeta.sum() + dgamma.sum()):
-        _explain_nonfinite(dy, dbeta, dgamma)
+    _check_sums(dy, dbeta, dgamma)
     return out, dgamma, dbeta
 
 

@@ -1,0 +1,148 @@
+"""The tuned backwards agree with the clear `backward`, and refuse bad `dy`, `out` and caches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bnbackprop.batchnorm import backward, forward, normalize_forward
+from bnbackprop.fast import backward_blocked, backward_fast
+
+TUNED = [backward_fast, backward_blocked]
+
+shapes = st.one_of(
+    st.tuples(st.integers(2, 40), st.integers(1, 9)),  # (N, D)
+    st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 6), st.integers(1, 6)),  # NCHW
+).filter(lambda s: int(np.prod(s)) // s[1] >= 2)
+
+
+def max_rel(a, b, scale=None) -> float:
+    """Largest difference relative to `scale` (default: the largest entry of b)."""
+    return float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) if scale is None else scale))
+
+
+def term_scales(dy, cache):
+    """Size of the terms that cancel in dx, dgamma and dbeta: rounding is relative to these, not to the result.
+
+    With B = 2, for example, dx is 1e-6 of gamma*dy/s, and any two summation orders differ by about
+    1e-16 * gamma*dy/s, so a bound relative to dx itself would fail for every correct implementation.
+    """
+    axes = cache.axes
+    return (
+        float(np.max(np.abs(cache.gamma * cache.ivar * dy))),
+        float(np.max(np.abs(dy * cache.xhat).sum(axis=axes))),
+        float(np.max(np.abs(dy).sum(axis=axes))),
+    )
+
+
+def case(shape, seed, offset, ddof, dtype=np.float64):
+    """A batch with offset, random gamma and beta, and an upstream gradient with a nonzero mean."""
+    rng = np.random.default_rng(seed)
+    C = shape[1]
+    x = (offset + rng.uniform(0.5, 3) * rng.standard_normal(shape)).astype(dtype)
+    gamma, beta = rng.standard_normal(C), rng.standard_normal(C)
+    dy = (rng.standard_normal(shape) + rng.standard_normal()).astype(dtype)
+    _, cache = forward(x, gamma, beta, eps=1e-5, ddof=ddof)
+    return dy, cache
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1), offset=st.sampled_from([0.0, 3.0, 1e2, 1e4]), ddof=st.sampled_from([0, 1]))
+@pytest.mark.parametrize("tuned", TUNED, ids=lambda f: f.__name__)
+def test_float64_agrees_with_backward_to_1e12(tuned, shape, seed, offset, ddof):
+    dy, cache = case(shape, seed, offset, ddof)
+    for got, want, scale in zip(tuned(dy, cache), backward(dy, cache), term_scales(dy, cache)):
+        assert got.shape == want.shape and got.dtype == np.float64
+        assert max_rel(got, want, scale) <= 1e-12
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1), ddof=st.sampled_from([0, 1]))
+@pytest.mark.parametrize("tuned", TUNED, ids=lambda f: f.__name__)
+def test_float32_stays_float32_and_near_float64(tuned, shape, seed, ddof):
+    dy32, cache32 = case(shape, seed, 3.0, ddof, np.float32)
+    _, cache64 = forward(cache32.x.astype(np.float64), cache32.gamma.ravel(), np.zeros(shape[1]), ddof=ddof)
+    scales = term_scales(dy32.astype(np.float64), cache64)
+    for got, want, scale in zip(tuned(dy32, cache32), backward(dy32.astype(np.float64), cache64), scales):
+        assert got.dtype == np.float32
+        assert max_rel(got, want, scale) <= 1e-5  # float32 rounding: 2**-24 per operation, a few dozen operations
+
+
+@pytest.mark.parametrize("tuned", TUNED, ids=lambda f: f.__name__)
+def test_out_is_filled_and_returned(tuned):
+    dy, cache = case((6, 4, 3, 5), 7, 2.0, 0)
+    out = np.full_like(dy, np.nan)
+    dx, dgamma, dbeta = tuned(dy, cache, out=out)
+    assert dx is out
+    np.testing.assert_allclose(dx, backward(dy, cache)[0], rtol=0, atol=1e-12 * np.abs(dx).max())
+
+
+@pytest.mark.parametrize("tuned", TUNED, ids=lambda f: f.__name__)
+def test_out_may_be_dy(tuned):
+    dy, cache = case((16, 5), 3, 1.0, 1)
+    want = backward(dy, cache)[0]
+    dx = tuned(dy, cache, out=dy)[0]
+    assert dx is dy
+    assert max_rel(dx, want) <= 1e-12
+
+
+@pytest.mark.parametrize("tuned", TUNED, ids=lambda f: f.__name__)
+def test_non_contiguous_dy_is_accepted(tuned):
+    dy, cache = case((12, 6), 5, 0.0, 0)
+    dy_f = np.asfortranarray(dy)
+    assert max_rel(tuned(dy_f, cache)[0], backward(dy, cache)[0]) <= 1e-12
+
+
+@pytest.mark.parametrize("tuned", TUNED, ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    ("make_out", "match"),
+    [
+        (lambda dy, c: np.empty((3, 4)), "expected shape"),
+        (lambda dy, c: np.empty(dy.shape, np.float32), "dtype"),
+        (lambda dy, c: np.empty(dy.shape[::-1]).T, "C-contiguous"),
+        (lambda dy, c: c.xhat, "overlaps cache.xhat"),
+        (lambda dy, c: [[0.0]], "numpy array"),
+    ],
+)
+def test_bad_out_is_refused(tuned, make_out, match):
+    dy, cache = case((8, 5), 1, 0.0, 0)
+    with pytest.raises(ValueError, match=match):
+        tuned(dy, cache, out=make_out(dy, cache))
+
+
+@pytest.mark.parametrize("tuned", TUNED, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_dy_is_refused(tuned, bad):
+    dy, cache = case((8, 3, 2, 2), 2, 0.0, 0)
+    dy[3, 1, 0, 1] = bad
+    with pytest.raises(ValueError, match="dy must be finite"):
+        tuned(dy, cache)
+
+
+@pytest.mark.parametrize("tuned", TUNED, ids=lambda f: f.__name__)
+def test_overflowing_sums_are_refused(tuned):
+    dy, cache = case((8, 3), 2, 0.0, 0)
+    dy[:] = 1e308
+    with pytest.raises(ValueError, match="overflowed"):
+        tuned(dy, cache)
+
+
+@pytest.mark.parametrize("tuned", TUNED, ids=lambda f: f.__name__)
+def test_bad_dy_and_cache_are_refused(tuned):
+    dy, cache = case((8, 3), 2, 0.0, 0)
+    with pytest.raises(ValueError, match="dy has shape"):
+        tuned(dy[:, :2], cache)
+    with pytest.raises(ValueError, match="Cache"):
+        tuned(dy, {"xhat": dy})
+    x = np.random.default_rng(0).standard_normal((8, 3))
+    _, layer_cache = normalize_forward(x, np.ones((1, 3)), np.zeros((1, 3)), (1,), 1e-5, 0, param_axes=(0,))
+    with pytest.raises(ValueError, match="batch norm's axes"):
+        tuned(dy, layer_cache)
+
+
+def test_integer_dy_is_cast_like_backward():
+    dy, cache = case((10, 4), 4, 0.0, 0)
+    dy_int = np.arange(40).reshape(10, 4) % 7
+    assert max_rel(backward_fast(dy_int, cache)[0], backward(dy_int, cache)[0]) <= 1e-12
