@@ -32,3 +32,15 @@ notebooks: $(STAMP)
 
 clean:
 	rm -rf _build .pytest_cache .hypothesis
+
+## bench: install the benchmark extras (PyTorch CPU, tqdm, threadpoolctl) and time every backward
+## (a few minutes; BENCH_ARGS=--quick for about one). OPENBLAS_CORETYPE/L2_SIZE are unset for this
+## command only: they slow a current numpy (see benchmarks/README.md).
+.PHONY: bench
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP) requirements-bench.txt
+	$(BIN)/python -m pip install --quiet -r requirements-bench.txt
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench.py $(BENCH_ARGS)

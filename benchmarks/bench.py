@@ -1,0 +1,295 @@
+"""Benchmark the book's batch norm backwards against PyTorch's CPU kernel and against the memory bound.
+
+Run `make bench` (or `python benchmarks/bench.py [--quick]`). Needs `requirements-bench.txt`.
+
+Method: for every shape and dtype, each implementation is first verified against PyTorch
+(float64: to 1e-10 relative to the largest entry; float32: to 1e-3), then warmed up, then timed in
+rounds; each round runs every implementation once, in a fresh random order, so that a burst of load
+from another process hits them all alike. The output gives the median and the quartiles of the
+rounds, and ratios within the run: against PyTorch's native backward on 1 thread, against
+`np.add(a, b, out=c)` on arrays of the same size, and against the 5/3 two-pass limit.
+"""
+
+from __future__ import annotations
+
+import os
+
+# numpy's BLAS on one thread, set before numpy loads it (threadpoolctl below enforces it again).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
+
+from bnbackprop.batchnorm import backward, backward_staged, forward  # noqa: E402
+from bnbackprop.fast import backward_blocked, backward_fast  # noqa: E402
+
+SHAPES = [(64, 256), (256, 1024), (4096, 1024), (16384, 2048), (32, 64, 56, 56), (8, 256, 28, 28)]
+QUICK_SHAPES = [(64, 256), (256, 1024), (4096, 1024), (8, 256, 28, 28)]
+DTYPES = ["float64", "float32"]
+EPS = 1e-5
+TWO_PASS = 5 / 3  # a backward reads dy, xhat twice and writes dx: 5 transfers against np.add's 3
+TOL = {"float64": 1e-10, "float32": 1e-3}
+ROOT = Path(__file__).resolve().parent
+BACKWARDS = ["backward_staged", "backward", "backward_blocked", "backward_fast",
+             "torch_native_1t", "torch_native_2t", "torch_autograd_1t", "torch_autograd_2t"]
+
+
+def make_case(shape, dtype, seed=0):
+    """Random x with an offset, dy, gamma, beta (fixed seed), our forward cache, and torch views."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    C = shape[1]
+    x = (3.0 + 2.0 * rng.standard_normal(shape)).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    gamma, beta = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
+    y, cache = forward(x, gamma, beta, eps=EPS)
+    t = {k: torch.from_numpy(v) for k, v in dict(x=x, dy=dy, gamma=gamma, beta=beta).items()}
+    _, t["mean"], t["invstd"] = torch.ops.aten.native_batch_norm(t["x"], t["gamma"], t["beta"], None, None, True, 0.1, EPS)
+    return dict(x=x, dy=dy, gamma=gamma, beta=beta, y=y, cache=cache, t=t)
+
+
+def implementations(case):
+    """name -> zero-argument callable returning (dx, dgamma, dbeta) or (y,) as numpy arrays."""
+    import torch
+
+    x, dy, gamma, beta, cache, t = (case[k] for k in ("x", "dy", "gamma", "beta", "cache", "t"))
+    out = np.empty_like(x)
+    a, b, c = dy.copy(), cache.xhat.copy(), np.ones_like(x)  # touched pages: empty ones read as zeros
+    xg = t["x"].clone().requires_grad_(True)
+    wg, bg = t["gamma"].clone().requires_grad_(True), t["beta"].clone().requires_grad_(True)
+    with torch.enable_grad():
+        yg = torch.nn.functional.batch_norm(xg, None, None, wg, bg, training=True, eps=EPS)
+
+    def native():
+        res = torch.ops.aten.native_batch_norm_backward(t["dy"], t["x"], t["gamma"], None, None, t["mean"],
+                                                        t["invstd"], True, EPS, [True, True, True])
+        return tuple(r.numpy() for r in res)
+
+    def autograd():
+        res = torch.autograd.grad(yg, (xg, wg, bg), t["dy"], retain_graph=True)
+        return tuple(r.numpy() for r in res)
+
+    def torch_forward():
+        return (torch.ops.aten.native_batch_norm(t["x"], t["gamma"], t["beta"], None, None, True, 0.1, EPS)[0].numpy(),)
+
+    return {
+        "np.add": lambda: (np.add(a, b, out=c),),
+        "backward_staged": lambda: backward_staged(dy, cache),
+        "backward": lambda: backward(dy, cache),
+        "backward_blocked": lambda: backward_blocked(dy, cache, out),
+        "backward_fast": lambda: backward_fast(dy, cache, out),
+        "forward": lambda: (forward(x, gamma, beta, eps=EPS)[0],),
+        "torch_native_1t": native,
+        "torch_native_2t": native,
+        "torch_autograd_1t": autograd,
+        "torch_autograd_2t": autograd,
+        "torch_forward_1t": torch_forward,
+    }
+
+
+def set_threads(name):
+    """PyTorch's intra-op threads for this implementation: 2 for names ending in _2t, else 1."""
+    import torch
+
+    torch.set_num_threads(2 if name.endswith("_2t") else 1)
+
+
+def verify(impls, dtype):
+    """Every backward against torch's native one, every forward against torch's: error per implementation."""
+    set_threads("1t")
+    want_b, want_f = impls["torch_native_1t"](), impls["torch_forward_1t"]()
+    errors = {}
+    for name, fn in impls.items():
+        if name == "np.add":
+            continue
+        want = want_f if "forward" in name else want_b
+        set_threads(name)
+        got = fn()
+        err = max(float(np.max(np.abs(np.asarray(g, np.float64) - w)) / float(np.max(np.abs(w))))
+                  for g, w in zip(got, want))
+        if not err <= TOL[dtype]:
+            raise AssertionError(f"{name} disagrees with PyTorch by {err:.2e} (> {TOL[dtype]:.0e}) in {dtype}")
+        errors[name] = err
+    return errors
+
+
+def calibrate(fn, target=0.02):
+    """Calls per timing so that one timing lasts about `target` seconds (small shapes run many calls)."""
+    fn()
+    start = time.perf_counter()
+    fn()
+    once = time.perf_counter() - start
+    return int(min(1000, max(1, target // max(once, 1e-7))))
+
+
+def time_rounds(impls, rounds, rng, progress):
+    """Interleaved timing: every round runs each implementation once (n calls), in a shuffled order."""
+    calls = {}
+    for name, fn in impls.items():
+        set_threads(name)
+        calls[name] = calibrate(fn)
+    samples = {name: [] for name in impls}
+    names = list(impls)
+    for _ in range(rounds):
+        for i in rng.permutation(len(names)):
+            name = names[i]
+            fn, n = impls[name], calls[name]
+            set_threads(name)
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            samples[name].append((time.perf_counter() - start) / n)
+        progress.update(1)
+    return samples, calls
+
+
+def summarize(samples):
+    """Median and spread (quartiles, min, max) of the per-round times, in seconds."""
+    s = np.asarray(samples)
+    q1, med, q3 = np.percentile(s, [25, 50, 75])
+    return dict(median=float(med), q1=float(q1), q3=float(q3), min=float(s.min()), max=float(s.max()), rounds=len(s))
+
+
+def cache_bytes():
+    """The last-level cache size in bytes, read from Linux's sysfs (0 if unknown)."""
+    best = (0, 0)
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            level = int((index / "level").read_text())
+            size = (index / "size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        scale = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
+        best = max(best, (level, int(size.rstrip("KM")) * scale))
+    return best[1]
+
+
+def machine_info():
+    """Which machine and versions produced the numbers."""
+    import numba
+    import torch
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    blas = [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads", "prefix")}
+            for d in threadpool_info()]
+    return {
+        "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
+        "last_level_cache_bytes": cache_bytes(),
+        "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
+        "torch": torch.__version__, "threadpools": blas,
+        "env": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")},
+        "load_average": list(os.getloadavg()),
+    }
+
+
+def ratios(times, shape_dtype_bytes, llc):
+    """Ratios within one run: vs torch native on 1 thread, vs the np.add bound, vs the 5/3 two-pass limit."""
+    t_ref, t_add = times["torch_native_1t"]["median"], times["np.add"]["median"]
+    out = {}
+    for name, t in times.items():
+        out[name] = dict(vs_torch_native_1t=t["median"] / t_ref, vs_np_add=t["median"] / t_add,
+                         vs_two_pass_limit=t["median"] / (TWO_PASS * t_add))
+    return dict(ratios=out, out_of_cache=bool(llc and shape_dtype_bytes >= llc))
+
+
+def run(shapes, dtypes, rounds, seed):
+    """Benchmark every shape and dtype; returns the list of result records."""
+    import torch
+    from tqdm import tqdm
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(seed)
+    llc = cache_bytes()
+    records = []
+    with tqdm(total=len(shapes) * len(dtypes) * rounds, desc="rounds", unit="round", file=sys.stderr) as bar:
+        for shape in shapes:
+            for dtype in dtypes:
+                bar.set_postfix_str(f"{dtype} {shape}")
+                case = make_case(shape, dtype)
+                impls = implementations(case)
+                errors = verify(impls, dtype)
+                samples, calls = time_rounds(impls, rounds, rng, bar)
+                times = {name: summarize(s) for name, s in samples.items()}
+                nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+                rec = dict(shape=list(shape), dtype=dtype, array_bytes=nbytes, times=times, calls=calls,
+                           verify_error_vs_torch=errors, **ratios(times, nbytes, llc))
+                records.append(rec)
+                del case, impls
+    return records
+
+
+def table(records) -> str:
+    """A plain-text table of the ratios, one line per shape and dtype."""
+    cols = ["backward_staged", "backward", "backward_blocked", "backward_fast", "torch_native_2t", "torch_autograd_1t", "forward"]
+    head = f"{'dtype':8} {'shape':18} {'ooc':3} {'torch1t ms':>10} {'add ms':>8} | " + " ".join(f"{c[:13]:>13}" for c in cols)
+    lines = ["time / torch native 1 thread (and for backward_fast: / np.add, / 5/3 limit)", head]
+    for r in records:
+        t = r["times"]
+        fast = r["ratios"]["backward_fast"]
+        lines.append(
+            f"{r['dtype']:8} {str(tuple(r['shape'])):18} {'yes' if r['out_of_cache'] else 'no':3} "
+            f"{t['torch_native_1t']['median'] * 1e3:10.3f} {t['np.add']['median'] * 1e3:8.3f} | "
+            + " ".join(f"{r['ratios'][c]['vs_torch_native_1t']:13.2f}" for c in cols)
+            + f"   fast/add {fast['vs_np_add']:.2f}  fast/limit {fast['vs_two_pass_limit']:.2f}"
+        )
+    return "\n".join(lines)
+
+
+def targets(records) -> dict:
+    """The issue's three targets, each with the ratios that decide it."""
+    fast_vs_torch = {f"{r['dtype']} {tuple(r['shape'])}": r["ratios"]["backward_fast"]["vs_torch_native_1t"] for r in records}
+    fast_vs_add = {f"{r['dtype']} {tuple(r['shape'])}": r["ratios"]["backward_fast"]["vs_np_add"] for r in records if r["out_of_cache"]}
+    staged = {r["dtype"]: r["times"]["backward_staged"]["median"] / r["times"]["backward"]["median"]
+              for r in records if tuple(r["shape"]) == (4096, 1024)}
+    return {
+        "fast_faster_than_torch_native_1t": dict(met=all(v < 1 for v in fast_vs_torch.values()), ratios=fast_vs_torch),
+        "fast_within_2.2x_np_add_out_of_cache": dict(met=bool(fast_vs_add) and all(v <= 2.2 for v in fast_vs_add.values()), ratios=fast_vs_add),
+        "backward_10x_faster_than_staged_at_4096x1024": dict(met=bool(staged) and all(v >= 10 for v in staged.values()), ratios=staged),
+    }
+
+
+def main(argv=None) -> int:
+    """Parse the options, run, print the table and the targets, write the JSON."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer shapes and rounds (about a minute); writes results/tmp/")
+    p.add_argument("--rounds", type=int, default=None, help="timed rounds per shape and dtype (default 7, quick 3)")
+    p.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.rounds is not None and args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    shapes = QUICK_SHAPES if args.quick else SHAPES
+    rounds = args.rounds or (3 if args.quick else 7)
+    out = args.out or ROOT / "results" / ("tmp/quick.json" if args.quick else "results.json")
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        if os.environ.get(var):
+            print(f"note: {var}={os.environ[var]} is set; it slows current numpy (see benchmarks/README.md)", file=sys.stderr)
+    with threadpool_limits(1, user_api="blas"):
+        info = machine_info()
+        records = run(shapes, DTYPES, rounds, args.seed)
+    result = dict(machine=info, settings=dict(rounds=rounds, quick=args.quick, eps=EPS, tolerance=TOL,
+                                              blas_threads=1, two_pass_limit=TWO_PASS),
+                  records=records, targets=targets(records))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(table(records))
+    for name, t in result["targets"].items():
+        print(f"{'MET ' if t['met'] else 'MISS'} {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in t["ratios"].items()))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
