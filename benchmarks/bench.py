@@ -39,8 +39,7 @@ EPS = 1e-5
 TWO_PASS = 5 / 3  # a backward reads dy, xhat twice and writes dx: 5 transfers against np.add's 3
 TOL = {"float64": 1e-10, "float32": 1e-3}
 ROOT = Path(__file__).resolve().parent
-BACKWARDS = ["backward_staged", "backward", "backward_blocked", "backward_fast",
-             "torch_native_1t", "torch_native_2t", "torch_autograd_1t", "torch_autograd_2t"]
+REFS = ("np.add", "torch_native_1t")  # timed next to every other implementation
 
 
 def make_case(shape, dtype, seed=0):
@@ -133,15 +132,16 @@ def calibrate(fn, target=0.02):
 
 
 def time_rounds(impls, rounds, rng, progress):
-    """Interleaved timing: every round runs each implementation once (n calls), in a shuffled order,
-    each right after a timing of np.add, so that every time has a bound measured under the same load."""
+    """Interleaved, paired timing. Every round runs each implementation once (n calls), in a shuffled
+    order, each right after a timing of np.add and one of torch native on 1 thread: every time has
+    its bound and its anchor measured under the same load, a fraction of a second apart."""
     calls = {}
     for name, fn in impls.items():
         set_threads(name)
         calls[name] = calibrate(fn)
     samples = {name: [] for name in impls}
-    adjacent_add = {name: [] for name in impls}
-    names = [n for n in impls if n != "np.add"]
+    paired = {ref: {name: [] for name in impls} for ref in REFS}
+    names = [n for n in impls if n not in REFS]
 
     def timed(name):
         fn, n = impls[name], calls[name]
@@ -153,13 +153,16 @@ def time_rounds(impls, rounds, rng, progress):
 
     for _ in range(rounds):
         for i in rng.permutation(len(names)):
-            t_add = timed("np.add")
-            samples["np.add"].append(t_add)
-            adjacent_add[names[i]].append(t_add)
+            for ref in REFS:
+                t_ref = timed(ref)
+                samples[ref].append(t_ref)
+                paired[ref][names[i]].append(t_ref)
             samples[names[i]].append(timed(names[i]))
         progress.update(1)
-    adjacent_add["np.add"] = samples["np.add"]
-    return samples, adjacent_add, calls
+    for ref in REFS:
+        for other in REFS:
+            paired[ref][other] = samples[ref] if ref == other else samples[other]
+    return samples, paired, calls
 
 
 def summarize(samples):
@@ -203,16 +206,15 @@ def machine_info():
     }
 
 
-def ratios(samples, adjacent_add):
-    """Ratios within one run, each the median over rounds of a same-round ratio: vs torch native on
-    1 thread (same round), vs np.add (timed just before), and vs the 5/3 two-pass limit."""
-    ref = np.asarray(samples["torch_native_1t"])
+def ratios(samples, paired):
+    """Ratios within one run, each the median over rounds of a paired ratio: against torch native on
+    1 thread and against np.add, both timed just before, and against the 5/3 two-pass limit."""
     out = {}
     for name, s in samples.items():
         s = np.asarray(s)
-        vs_add = float(np.median(s / np.asarray(adjacent_add[name])))
-        vs_torch = float(np.median(s[: len(ref)] / ref[: len(s)])) if name != "np.add" else float(np.median(s) / np.median(ref))
-        out[name] = dict(vs_torch_native_1t=vs_torch, vs_np_add=vs_add, vs_two_pass_limit=vs_add / TWO_PASS)
+        vs = {ref: float(np.median(s / np.asarray(paired[ref][name]))) for ref in REFS}
+        out[name] = dict(vs_torch_native_1t=vs["torch_native_1t"], vs_np_add=vs["np.add"],
+                         vs_two_pass_limit=vs["np.add"] / TWO_PASS)
     return out
 
 
@@ -239,10 +241,10 @@ def run(shapes, dtypes, rounds, seed):
                 impls = implementations(case)
                 errors = verify(impls, dtype)
                 nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-                samples, adjacent_add, calls = time_rounds(impls, rounds_for(nbytes, rounds), rng, bar)
+                samples, paired, calls = time_rounds(impls, rounds_for(nbytes, rounds), rng, bar)
                 times = {name: summarize(s) for name, s in samples.items()}
                 rec = dict(shape=list(shape), dtype=dtype, array_bytes=nbytes, times=times, calls=calls,
-                           verify_error_vs_torch=errors, ratios=ratios(samples, adjacent_add),
+                           verify_error_vs_torch=errors, ratios=ratios(samples, paired),
                            out_of_cache=bool(llc and nbytes >= llc))
                 records.append(rec)
                 del case, impls
