@@ -159,9 +159,9 @@ def time_rounds(impls, rounds, rng, progress):
                 paired[ref][names[i]].append(t_ref)
             samples[names[i]].append(timed(names[i]))
         progress.update(1)
-    for ref in REFS:
+    for ref in REFS:  # the references were timed back to back: each is the other's pair
         for other in REFS:
-            paired[ref][other] = samples[ref] if ref == other else samples[other]
+            paired[ref][other] = samples[ref]
     return samples, paired, calls
 
 
@@ -243,7 +243,7 @@ def run(shapes, dtypes, rounds, seed):
                 nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
                 samples, paired, calls = time_rounds(impls, rounds_for(nbytes, rounds), rng, bar)
                 times = {name: summarize(s) for name, s in samples.items()}
-                rec = dict(shape=list(shape), dtype=dtype, array_bytes=nbytes, times=times, calls=calls,
+                rec = dict(shape=list(shape), dtype=dtype, array_bytes=nbytes, times=times, calls=calls, samples=samples,
                            verify_error_vs_torch=errors, ratios=ratios(samples, paired),
                            out_of_cache=bool(llc and nbytes >= llc))
                 records.append(rec)
