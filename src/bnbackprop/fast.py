@@ -11,8 +11,9 @@ That is 5 array-sized transfers against 3 for `np.add(a, b, out=c)`: no two-pass
 beat 5/3 of np.add's time on arrays larger than the cache.
 
 - `backward_blocked` is numpy only: BLAS matrix-vector products for the sums and cache-sized
-  blocks of rows, so the temporaries of its ~7 numpy calls per block stay in the L2 cache. It
-  stays 3-6x above np.add, because each numpy call is a separate sweep through the block.
+  blocks of rows, so the temporaries of its seven to nine numpy calls per block stay in the L2
+  cache. It stays about 4-5x above np.add out of cache, because each call is a separate sweep
+  through the block, and its per-call cost loses to PyTorch on arrays that fit in the cache.
 - `backward_fast` fuses each pass into one loop with numba, which numpy cannot express; that is
   what brings it near the 5/3 limit (see benchmarks/README.md for the measured ratios).
 """
