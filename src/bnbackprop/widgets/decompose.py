@@ -17,7 +17,7 @@ from .._checks import check_finite
 from ..batchnorm import backward, forward
 
 DEFAULT_X = "4.0, 7.5, 5.0, 9.0, 6.5, 3.0"
-DEFAULT_DY = "0.8, -1.2, 0.3, 1.5, -0.4, 0.9"
+DEFAULT_DY = "0.8, 1.2, -0.6, 1.5, -1.0, -0.4"
 PART_LABELS = (r"$g/s$", r"$-\mathrm{mean}(g)/s$", r"$-\hat{x}\,\mathrm{mean}(g\hat{x})/s$")
 PART_COLORS = ("tab:blue", "tab:orange", "tab:green")
 
@@ -89,7 +89,7 @@ def decompose_figure(d: Decomposition, ax=None):
     """Grouped bars of the three parts per sample, with dx from `bnbackprop.backward` as black ticks."""
     if not isinstance(d, Decomposition):
         raise ValueError(f"decompose_figure needs the Decomposition that decompose() returns; got {type(d).__name__}")
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(8, 3.8))
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(9, 3.6))
     idx, width = np.arange(d.x.size), 0.26
     for k, (part, label, color) in enumerate(zip(d.parts, PART_LABELS, PART_COLORS)):
         ax.bar(idx + (k - 1) * width, part, width, label=label, color=color)
@@ -102,7 +102,7 @@ def decompose_figure(d: Decomposition, ax=None):
     match = np.allclose(d.total, d.dx, rtol=1e-10, atol=1e-12 * np.abs(d.parts).max())
     ax.set_title(f"$\\gamma$={d.gamma:g}, $\\epsilon$={d.eps:.0e}, s={d.std:.3f}: "
                  f"sum of parts {'=' if match else '≠'} backward's dx", fontsize=10)
-    ax.legend(fontsize=8, ncol=2, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), markerscale=0.4, frameon=False)
     fig.tight_layout()
     return fig
 
