@@ -18,6 +18,7 @@ from ._checks import (
     check_input,
     check_param,
     check_training_batch,
+    is_real_number,
     param_shape,
     reduce_axes,
 )
@@ -175,7 +176,7 @@ def backward_eval(dy, cache):
 
 def update_running_stats(running_mean, running_var, cache, momentum=0.1):
     """PyTorch's update: running = (1 - momentum) * running + momentum * batch, unbiased variance."""
-    if not np.isscalar(momentum) or not 0 <= momentum <= 1:
+    if not is_real_number(momentum) or not 0 <= momentum <= 1:
         raise ValueError(f"momentum must be a number in [0, 1]; got {momentum!r}")
     C = cache.mu.size
     rmean = check_param(running_mean, "running_mean", C, cache.mu.dtype)

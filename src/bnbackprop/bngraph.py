@@ -7,7 +7,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import engine
-from ._checks import check_ddof, check_eps, check_input, check_param, check_training_batch, param_shape, reduce_axes
+from ._checks import (
+    check_ddof,
+    check_dy,
+    check_eps,
+    check_input,
+    check_param,
+    check_training_batch,
+    param_shape,
+    reduce_axes,
+)
 from .batchnorm import _refuse_zero_variance
 
 
@@ -61,5 +70,6 @@ def batchnorm_graph(x, gamma, beta, eps=1e-5, ddof=0) -> BNGraph:
 
 def engine_backward(dy, x, gamma, beta, eps=1e-5, ddof=0):
     """(dx, dgamma, dbeta) from the engine: a third, independent route to the same gradients."""
-    grads = batchnorm_graph(x, gamma, beta, eps, ddof).backward(np.asarray(dy, dtype=float))
+    graph = batchnorm_graph(x, gamma, beta, eps, ddof)
+    grads = graph.backward(check_dy(dy, graph.y.shape, np.float64))
     return grads["x"], grads["gamma"].ravel(), grads["beta"].ravel()
