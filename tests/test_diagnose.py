@@ -38,6 +38,14 @@ def reader_wrong_axis(x, gamma, beta, dy, eps):
     return dx, (dy * xhat).sum(axis=0), dy.sum(axis=0)
 
 
+def reader_wrong_axis_keepdims(x, gamma, beta, dy, eps):
+    """Layer norm's axis: runs on every shape."""
+    _, std, xhat = _fwd(x, eps)
+    g = gamma * dy
+    dx = (g - g.mean(axis=1, keepdims=True) - xhat * (g * xhat).mean(axis=1, keepdims=True)) / std
+    return dx, (dy * xhat).sum(axis=0), dy.sum(axis=0)
+
+
 def reader_variance_term_dropped(x, gamma, beta, dy, eps):
     _, std, xhat = _fwd(x, eps)
     dxhat = gamma * dy
@@ -121,6 +129,7 @@ def cs231n_backward_no_variance(dout, cache):
 MISTAKES = [
     ("gamma_dropped", reader_gamma_dropped, "plain", 0),
     ("wrong_axis", reader_wrong_axis, "plain", 0),
+    ("wrong_axis", reader_wrong_axis_keepdims, "plain", 0),
     ("variance_term_dropped", reader_variance_term_dropped, "plain", 0),
     ("bessel_mismatch", reader_bessel_mismatch, "plain", 1),
     ("eps_outside_sqrt", reader_eps_outside_sqrt, "cs231n", 0),
@@ -129,7 +138,7 @@ MISTAKES = [
 ]
 
 
-@pytest.mark.parametrize("name, fn, convention, ddof", MISTAKES, ids=[m[0] for m in MISTAKES])
+@pytest.mark.parametrize("name, fn, convention, ddof", MISTAKES, ids=[m[1].__name__ for m in MISTAKES])
 def test_each_known_mistake_is_named_and_no_other(name, fn, convention, ddof):
     report = diagnose(fn, convention, ddof=ddof)
     assert report.verdict == "known mistake", str(report)

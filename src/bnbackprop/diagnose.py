@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .batchnorm import _param_grads
 from .batchnorm import backward as _true_backward
 from .batchnorm import forward as _book_forward
 from .bugs import BUGS, Bug
@@ -90,6 +91,24 @@ CASES = (
 )
 
 
+def _wrong_axis_keepdims(dy, cache):
+    """The wrong axis with keepdims=True: it runs on every shape, so no broadcast error gives it away."""
+    g = cache.gamma * dy
+    mean_g = g.mean(axis=1, keepdims=True)
+    proj = (g * cache.xhat).mean(axis=1, keepdims=True)
+    return ((g - mean_g - cache.xhat * proj) * cache.ivar, *_param_grads(dy, cache))
+
+
+def _variant(name: str, backward_fn: Callable) -> Bug:
+    """Another way to write a registered mistake: same name, explanation and section."""
+    bug = BUGS[name]
+    return Bug(bug.name, backward_fn, bug.explanation, bug.section, bug.harmless)
+
+
+# Fingerprints: every planted bug, plus other common spellings of the same mistakes.
+FINGERPRINTS: tuple[Bug, ...] = (*BUGS.values(), _variant("wrong_axis", _wrong_axis_keepdims))
+
+
 @dataclass
 class CaseResult:
     """What happened in one case: the status, relative errors per output, and a message."""
@@ -130,6 +149,8 @@ class Report:
 
     def headline(self) -> str:
         """One line: the verdict in words."""
+        if self.verdict == "correct" and any(r.status == "unsupported" for r in self.results):
+            return "CORRECT: dx, dgamma and dbeta match the true gradients in every case it supports."
         if self.verdict == "correct":
             return "CORRECT: dx, dgamma and dbeta match the true gradients in every case."
         if self.verdict == "known mistake":
@@ -139,14 +160,22 @@ class Report:
             return f"COULD NOT CHECK: {self.problem}"
         return "WRONG, cause not recognised: the outputs match no known mistake. Failing cases: " + ", ".join(self.failing) + "."
 
+    def evidence(self) -> str:
+        """Why the mistake was named: on which cases the reader's function behaved exactly like it."""
+        flat = [r for r in self.results if not r.case.nchw]
+        raised = sum(r.outcome is not None and r.outcome[0] == "raised" for r in flat)
+        text = (f"your function behaves exactly like this planted mistake in all {len(flat)} 2-D cases: "
+                f"the same dx, dgamma and dbeta to a relative error of {MATCH_TOL:g}")
+        if raised:
+            text += f" in {len(flat) - raised}, and an exception where it raises one in {raised}"
+        return text
+
     def _mistake_lines(self) -> list[str]:
         lines = []
         for bug in self.matches:
             lines += [f"  {bug.name}: {bug.explanation}", f"  Read: {bug.section}."]
         if self.matches:
-            n = sum(not r.case.nchw for r in self.results)
-            lines.append(f"  (your outputs equal this planted mistake's outputs, to a relative error of {MATCH_TOL:g}, "
-                         f"in all {n} 2-D cases)")
+            lines.append(f"  ({self.evidence()})")
         if len(self.matches) > 1:
             lines.append("  These mistakes give identical outputs on this battery; it cannot tell them apart.")
         return lines
@@ -189,9 +218,10 @@ class Report:
                        for row in self._table_rows())
         lines = [f"**{self.headline()}**", ""]
         lines += [f"- `{b.name}`: {b.explanation} Read: {b.section}." for b in self.matches]
+        lines += [f"- Why: {self.evidence()}." for _ in self.matches[:1]]
         details = [f"- `{r.case.name}`: {r.message}" for r in self.results if r.message]
         notes = [f"- {n}" for n in self.notes]
-        return "\n".join(lines + ["", head + body, *details, *notes]) + "\n"
+        return "\n".join(lines + ["", head + body, "", *details, *notes]) + "\n"
 
 
 def _fmt_err(e: float) -> str:
@@ -283,9 +313,9 @@ def _truth(case: Case, ddof: int):
 
 
 @lru_cache(maxsize=None)
-def _bug_outcome(name: str, case: Case, ddof: int):
-    """What a planted bug returns on this case: ("ok", arrays) or ("raised", exc)."""
-    bug = BUGS[name]
+def _bug_outcome(index: int, case: Case, ddof: int):
+    """What fingerprint number `index` returns on this case: ("ok", arrays) or ("raised", exc)."""
+    bug = FINGERPRINTS[index]
     x, gamma, beta, dy = case.data()
     _, cache = _book_forward(x, gamma, beta, case.eps, ddof)
     try:
@@ -384,7 +414,8 @@ def _judge(case: Case, outcome, y_reader, y_true, truth, stage: str, timeout: fl
         msgs.append("your forward's output is wrong here too (the backward is checked against the true gradient)")
     wrong = [n for n in OUTPUTS if not errors[n] <= PASS_TOL]
     if wrong and not shape_msg:
-        msgs.append(f"wrong: {', '.join(wrong)}")
+        right = [n for n in OUTPUTS if n not in wrong]
+        msgs.append(f"wrong: {', '.join(wrong)}" + (f"; right: {', '.join(right)}" if right else ""))
     status = "fail" if (wrong or nonfinite or shape_msg) else "pass"
     return CaseResult(case, status, errors, "; ".join(msgs) if status == "fail" else "", outcome)
 
@@ -452,12 +483,12 @@ def _fingerprint(results: list[CaseResult], ddof: int) -> list[Bug]:
     cases = [r for r in results if not r.case.nchw]
     if any(r.outcome is None for r in cases):
         return matched
-    for bug in BUGS.values():
-        if bug.harmless:
+    for index, bug in enumerate(FINGERPRINTS):
+        if bug.harmless or bug.name in {b.name for b in matched}:
             continue
         discriminates = False
         for r in cases:
-            theirs = _bug_outcome(bug.name, r.case, ddof)
+            theirs = _bug_outcome(index, r.case, ddof)
             if not _same(r.outcome, theirs):
                 break
             discriminates |= _differs_from_truth(theirs, _truth(r.case, ddof)[1])
@@ -500,4 +531,4 @@ def _verdict(convention, ddof, forward, results, notes) -> Report:
     return Report(convention, ddof, forward, results, verdict, matches, notes)
 
 
-__all__ = ["CASES", "Case", "CaseResult", "Report", "call_with_timeout", "diagnose"]
+__all__ = ["CASES", "FINGERPRINTS", "Case", "CaseResult", "Report", "call_with_timeout", "diagnose"]
