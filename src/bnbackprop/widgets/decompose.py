@@ -122,11 +122,14 @@ class DecomposeExplorer(widgets.VBox):
         self.result = decompose(x, dy, gamma, eps)  # bad initial values raise here, before any widget exists
         style = {"description_width": "110px"}
         layout = widgets.Layout(width="520px")
-        self.x_text = widgets.Text(value=_text(x), description="x values", style=style, layout=layout)
-        self.dy_text = widgets.Text(value=_text(dy), description="dy values", style=style, layout=layout)
-        self.gamma = widgets.FloatSlider(value=gamma, min=-3.0, max=3.0, step=0.1, description="gamma", style=style)
+        # Redraw on Enter or release, not on every keystroke: a half-typed list is not an error.
+        text = dict(style=style, layout=layout, continuous_update=False)
+        self.x_text = widgets.Text(value=_text(x), description="x values", **text)
+        self.dy_text = widgets.Text(value=_text(dy), description="dy values", **text)
+        self.gamma = widgets.FloatSlider(value=gamma, min=-3.0, max=3.0, step=0.1, description="gamma",
+                                         style=style, continuous_update=False)
         self.eps = widgets.FloatLogSlider(value=eps, base=10, min=-8, max=1, step=0.5, description="eps",
-                                          readout_format=".0e", style=style)
+                                          readout_format=".0e", style=style, continuous_update=False)
         self.message = widgets.HTML(value="")
         self.image = widgets.Image(format="png", value=figure_png(decompose_figure(self.result)))
         for control in (self.x_text, self.dy_text, self.gamma, self.eps):
