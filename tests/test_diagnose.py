@@ -219,7 +219,7 @@ def test_wrong_signature_is_reported_not_raised():
 
 def test_wrong_number_of_outputs_and_wrong_shapes():
     report = diagnose(lambda x, gamma, beta, dy, eps: dy, "plain")
-    assert report.verdict == "not recognised"
+    assert report.verdict == "could not run"
     assert "expected a tuple (dx, dgamma, dbeta)" in str(report)
 
     def keepdims(x, gamma, beta, dy, eps):
@@ -234,7 +234,7 @@ def test_a_function_that_raises_shows_the_exception():
         raise NotImplementedError("TODO: implement batchnorm_backward")
 
     report = diagnose(not_done)
-    assert report.verdict == "not recognised"
+    assert report.verdict == "could not run" and "in every case" in report.headline()
     assert "raised NotImplementedError: TODO: implement batchnorm_backward" in str(report)
 
 

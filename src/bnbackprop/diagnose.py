@@ -526,6 +526,10 @@ def _verdict(convention, ddof, forward, results, notes) -> Report:
     if stuck:
         problem = f"{stuck[0].message}; the remaining cases were not run"
         return Report(convention, ddof, forward, results, "could not run", notes=notes, problem=problem)
+    flat = [r for r in results if not r.case.nchw]
+    if all(r.status == "error" for r in flat):
+        problem = f"{flat[0].message}, in every case"
+        return Report(convention, ddof, forward, results, "could not run", notes=notes, problem=problem)
     matches = _fingerprint(results, ddof)
     verdict = "known mistake" if matches else "not recognised"
     return Report(convention, ddof, forward, results, verdict, matches, notes)
