@@ -185,6 +185,24 @@ def test_readers_own_forward_with_a_known_mistake():
     assert [b.name for b in report.matches] == ["variance_term_dropped"], str(report)
 
 
+def test_a_wrong_forward_is_reported_even_when_the_backward_is_right():
+    def forward_no_beta(x, gamma, beta, bn_param):
+        out, cache = cs231n_forward(x, gamma, beta, bn_param)
+        return out - beta, cache
+
+    report = diagnose(cs231n_backward, "cs231n", forward_fn=forward_no_beta)
+    assert report.verdict == "correct" and not report.passed
+    assert "FORWARD WRONG" in str(report) and "y is wrong in: basic, wide" in str(report)
+
+
+def test_a_forward_that_never_returns_times_out():
+    def hangs(x, gamma, beta, bn_param):
+        time.sleep(30)
+
+    report = diagnose(cs231n_backward, "cs231n", forward_fn=hangs, timeout=0.2)
+    assert report.verdict == "could not run" and "your forward did not return within 0.2 s" in str(report)
+
+
 def test_bessel_is_read_off_the_readers_forward():
     def forward_bessel(x, gamma, beta, bn_param):
         xhat = (x - x.mean(0)) / np.sqrt(x.var(0, ddof=1) + bn_param["eps"])
@@ -271,11 +289,12 @@ def test_misusing_diagnose_is_a_value_error(kwargs, match):
         diagnose(**kwargs)
 
 
-def test_reports_are_deterministic_and_render_as_markdown():
+def test_reports_are_deterministic_and_render_as_html():
     a, b = str(diagnose(reader_gamma_dropped, "plain")), str(diagnose(reader_gamma_dropped, "plain"))
     assert a == b and "0x" not in a
-    md = diagnose(reader_gamma_dropped, "plain")._repr_markdown_()
-    assert "| `basic` |" in md and "gamma_dropped" in md
+    page = diagnose(reader_gamma_dropped, "plain")._repr_html_()
+    assert "<td>basic</td>" in page and "<code>gamma_dropped</code>" in page
+    assert "&lt;1e-12" in page  # escaped, not a broken tag
 
 
 CLI_FILE = '''

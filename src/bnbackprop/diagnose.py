@@ -27,6 +27,7 @@ in the background until the interpreter exits) and the remaining cases are not r
 
 from __future__ import annotations
 
+import html
 import inspect
 import threading
 from functools import lru_cache
@@ -118,6 +119,7 @@ class CaseResult:
     errors: dict[str, float] = field(default_factory=dict)
     message: str = ""
     outcome: Any = None  # ("ok", (dx, dgamma, dbeta)) or ("raised", exception) or None
+    forward_wrong: bool = False  # the reader's own forward returned a wrong y here
 
     @property
     def passed(self) -> bool:
@@ -139,8 +141,8 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        """True when every case that ran gave the right dx, dgamma and dbeta."""
-        return self.verdict == "correct"
+        """True when every case that ran gave the right dx, dgamma and dbeta (and y, from your forward)."""
+        return self.verdict == "correct" and not any(r.forward_wrong for r in self.results)
 
     @property
     def failing(self) -> list[str]:
@@ -149,6 +151,8 @@ class Report:
 
     def headline(self) -> str:
         """One line: the verdict in words."""
+        if self.verdict == "correct" and any(r.forward_wrong for r in self.results):
+            return "BACKWARD CORRECT, FORWARD WRONG: dx, dgamma and dbeta are right, but your forward's y is not (see the notes)."
         if self.verdict == "correct" and any(r.status == "unsupported" for r in self.results):
             return "CORRECT: dx, dgamma and dbeta match the true gradients in every case it supports."
         if self.verdict == "correct":
@@ -212,16 +216,17 @@ class Report:
         names = ",".join(b.name for b in self.matches)
         return f"Report(verdict={self.verdict!r}, matches=[{names}], failing={self.failing})"
 
-    def _repr_markdown_(self) -> str:
-        head = "| case | shape | eps | result | dx | dgamma | dbeta |\n|---|---|---|---|---|---|---|\n"
-        body = "".join("| " + " | ".join(f"`{c}`" if i == 0 else c for i, c in enumerate(row)) + " |\n"
-                       for row in self._table_rows())
-        lines = [f"**{self.headline()}**", ""]
-        lines += [f"- `{b.name}`: {b.explanation} Read: {b.section}." for b in self.matches]
-        lines += [f"- Why: {self.evidence()}." for _ in self.matches[:1]]
-        details = [f"- `{r.case.name}`: {r.message}" for r in self.results if r.message]
-        notes = [f"- {n}" for n in self.notes]
-        return "\n".join(lines + ["", head + body, "", *details, *notes]) + "\n"
+    def _repr_html_(self) -> str:
+        """The report as an HTML table, for notebooks and the HTML book."""
+        esc = html.escape
+        head = "".join(f"<th>{h}</th>" for h in ("case", "shape", "eps", "result", *OUTPUTS))
+        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in self._table_rows())
+        items = [f"<li><code>{esc(b.name)}</code>: {esc(b.explanation)} Read: {esc(b.section)}.</li>" for b in self.matches]
+        items += [f"<li>Why: {esc(self.evidence())}.</li>" for _ in self.matches[:1]]
+        items += [f"<li><code>{esc(r.case.name)}</code>: {esc(r.message)}</li>" for r in self.results if r.message]
+        items += [f"<li>{esc(n)}</li>" for n in self.notes]
+        table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>" if self.results else ""
+        return f"<p><strong>{esc(self.headline())}</strong></p>{table}<ul>{''.join(items)}</ul>"
 
 
 def _fmt_err(e: float) -> str:
@@ -410,21 +415,20 @@ def _judge(case: Case, outcome, y_reader, y_true, truth, stage: str, timeout: fl
     nonfinite = [n for n, a in zip(OUTPUTS, arrays) if not np.all(np.isfinite(a))]
     if nonfinite:
         msgs.append(f"{', '.join(nonfinite)} contain(s) NaN or infinity")
-    if y_reader is not None and (y_reader.shape != y_true.shape or rel_error(y_reader, y_true) > PASS_TOL):
-        msgs.append("your forward's output is wrong here too (the backward is checked against the true gradient)")
+    forward_wrong = y_reader is not None and (y_reader.shape != y_true.shape or not rel_error(y_reader, y_true) <= PASS_TOL)
     wrong = [n for n in OUTPUTS if not errors[n] <= PASS_TOL]
     if wrong and not shape_msg:
         right = [n for n in OUTPUTS if n not in wrong]
         msgs.append(f"wrong: {', '.join(wrong)}" + (f"; right: {', '.join(right)}" if right else ""))
     status = "fail" if (wrong or nonfinite or shape_msg) else "pass"
-    return CaseResult(case, status, errors, "; ".join(msgs) if status == "fail" else "", outcome)
+    return CaseResult(case, status, errors, "; ".join(msgs) if status == "fail" else "", outcome, forward_wrong)
 
 
 def _detect_ddof(runner: _Runner, notes: list[str]) -> int | None:
     """Which variance the reader's forward divides by, read off its output on the first case."""
     case = CASES[0]
     x, gamma, beta, _ = case.data()
-    fwd = call_with_timeout(runner.forward_fn, runner.forward_args(case, x, gamma, beta), runner.timeout)
+    fwd = runner.call(runner.forward_fn, runner.forward_args(case, x, gamma, beta), "forward")
     if fwd[0] != "ok" or not isinstance(fwd[1], (tuple, list)) or len(fwd[1]) != 2:
         return None
     y = np.asarray(fwd[1][0], dtype=float)
@@ -513,18 +517,22 @@ def diagnose(backward_fn: Callable, convention: str = "cs231n", forward_fn: Call
         y_true, truth = _truth(case, ddof)
         outcome, y_reader, stage = runner.run(case, ddof)
         results.append(_judge(case, outcome, y_reader, y_true, truth, stage, timeout))
-    return _verdict(convention, ddof, forward, results, notes)
+    hung = f"your {runner.hung} did not return within {timeout:g} s" if runner.hung else ""
+    return _verdict(convention, ddof, forward, results, notes, hung)
 
 
-def _verdict(convention, ddof, forward, results, notes) -> Report:
+def _verdict(convention, ddof, forward, results, notes, hung="") -> Report:
     """Correct, a named known mistake, not recognised, or could not run."""
     if any(r.case.nchw and r.status == "unsupported" for r in results):
         notes.append("NCHW: your function does not support NCHW (4-D) input; that is not counted as a mistake.")
+    bad_y = [r.case.name for r in results if r.forward_wrong]
+    if bad_y:
+        notes.append(f"your forward's output y is wrong in: {', '.join(bad_y)}. The backward is checked "
+                     "against the true gradients of batch norm all the same.")
     if all(r.passed for r in results):
         return Report(convention, ddof, forward, results, "correct", notes=notes)
-    stuck = [r for r in results if r.status in ("timeout", "skipped")]
-    if stuck:
-        problem = f"{stuck[0].message}; the remaining cases were not run"
+    if hung:
+        problem = f"{hung}; the remaining cases were not run"
         return Report(convention, ddof, forward, results, "could not run", notes=notes, problem=problem)
     flat = [r for r in results if not r.case.nchw]
     if all(r.status == "error" for r in flat):
