@@ -81,10 +81,12 @@ def reader_missing_inv_n(x, gamma, beta, dy, eps):
 
 
 def reader_param_grads_wrong_axis(x, gamma, beta, dy, eps):
+    """CS231n's 'alt' form of dx, right; the parameter sums run along the features."""
+    N = x.shape[0]
     _, std, xhat = _fwd(x, eps)
-    g = gamma * dy
-    dx = (g - g.mean(axis=0) - xhat * (g * xhat).mean(axis=0)) / std
-    return dx, (dy * xhat).sum(axis=1), dy.sum(axis=1)
+    dxhat = dy * gamma
+    dx = (N * dxhat - np.sum(dxhat, axis=0) - xhat * np.sum(dxhat * xhat, axis=0)) / (N * std)
+    return dx, np.sum(dy * xhat, axis=1), np.sum(dy, axis=1)
 
 
 def reader_two_mistakes(x, gamma, beta, dy, eps):
@@ -193,6 +195,12 @@ def test_a_wrong_forward_is_reported_even_when_the_backward_is_right():
     report = diagnose(cs231n_backward, "cs231n", forward_fn=forward_no_beta)
     assert report.verdict == "correct" and not report.passed
     assert "FORWARD WRONG" in str(report) and "y is wrong in: basic, wide" in str(report)
+
+
+def test_a_forward_that_returns_no_cache():
+    report = diagnose(cs231n_backward, "cs231n", forward_fn=lambda x, gamma, beta, bn_param: x)
+    assert report.verdict == "could not run"
+    assert "your forward returned a ndarray; expected a pair (out, cache), in every case" in report.headline()
 
 
 def test_a_forward_that_never_returns_times_out():

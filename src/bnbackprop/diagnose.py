@@ -232,11 +232,12 @@ class Report:
 def _fmt_err(e: float) -> str:
     """Relative errors below 1e-12 are rounding; print them alike so reports stay repeatable."""
     if np.isnan(e):
-        return "nan"
+        return "shape"  # rel_error is undefined between arrays of different shapes
     return "<1e-12" if e < 1e-12 else f"{e:.1e}"
 
 
 def _ddof_words(ddof: int) -> str:
+    """Which variance, in words."""
     return "biased, divided by B (ddof=0)" if ddof == 0 else "Bessel-corrected, divided by B - 1 (ddof=1)"
 
 
@@ -276,11 +277,12 @@ def _signature_problem(fn: Callable, args: tuple, expected: str) -> str:
 
 
 def _exc_text(exc: BaseException) -> str:
+    """'Type: first line of the message', short enough for one line of the report."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
-def _outputs(value, want_shapes):
+def _outputs(value):
     """Check the reader's return value; return (arrays, problem). Shapes are compared later."""
     if not isinstance(value, (tuple, list)) or len(value) != 3:
         n = len(value) if isinstance(value, (tuple, list)) else 1
@@ -296,11 +298,13 @@ def _outputs(value, want_shapes):
 
 
 def _shape_problem(arrays, want_shapes) -> str:
+    """Which outputs have the wrong shape, or ''."""
     bad = [f"{n} has shape {a.shape}, expected {s}" for n, a, s in zip(OUTPUTS, arrays, want_shapes) if a.shape != s]
     return "; ".join(bad)
 
 
 def _errors(arrays, truth) -> dict[str, float]:
+    """CS231n's rel_error of each output against the truth; nan where the shapes differ."""
     return {n: (rel_error(a, t) if a.shape == t.shape else float("nan")) for n, a, t in zip(OUTPUTS, arrays, truth)}
 
 
@@ -341,9 +345,22 @@ def _same(a, b) -> bool:
 
 
 def _differs_from_truth(outcome, truth) -> bool:
+    """True where a fingerprint can tell this bug from the right answer."""
     if outcome[0] != "ok":
         return True
     return not all(a.shape == t.shape and rel_error(a, t) <= PASS_TOL for a, t in zip(outcome[1], truth))
+
+
+class _BadReturn(Exception):
+    """The reader's forward returned something other than (out, cache)."""
+
+
+def _as_float(v) -> np.ndarray:
+    """The reader's y as a float array; a 0-d NaN when it is not numbers, so it counts as wrong."""
+    try:
+        return np.asarray(v, dtype=float)
+    except (TypeError, ValueError):
+        return np.full((), np.nan)
 
 
 class _Runner:
@@ -385,8 +402,8 @@ class _Runner:
             return fwd, None, "forward"
         value = fwd[1]
         if not isinstance(value, (tuple, list)) or len(value) != 2:
-            return ("raised", ValueError("the forward must return (out, cache)")), None, "forward"
-        return self.call(self.backward_fn, (dy, value[1]), "backward"), np.asarray(value[0], dtype=float), ""
+            return ("raised", _BadReturn(f"returned a {type(value).__name__}; expected a pair (out, cache)")), None, "forward"
+        return self.call(self.backward_fn, (dy, value[1]), "backward"), _as_float(value[0]), ""
 
 
 def _judge(case: Case, outcome, y_reader, y_true, truth, stage: str, timeout: float) -> CaseResult:
@@ -399,11 +416,12 @@ def _judge(case: Case, outcome, y_reader, y_true, truth, stage: str, timeout: fl
         return CaseResult(case, "timeout", message=f"{where} did not return within {timeout:g} s")
     if outcome[0] == "raised":
         status = "unsupported" if case.nchw else "error"
-        msg = f"{where} raised {_exc_text(outcome[1])}"
+        exc = outcome[1]
+        msg = f"{where} {exc}" if isinstance(exc, _BadReturn) else f"{where} raised {_exc_text(exc)}"
         if case.nchw:
             msg = f"does not support NCHW input ({msg})"
         return CaseResult(case, status, message=msg, outcome=outcome)
-    arrays, problem = _outputs(outcome[1], want)
+    arrays, problem = _outputs(outcome[1])
     if problem:
         return CaseResult(case, "error", message=f"{where} {problem}")
     outcome = ("ok", arrays)
@@ -431,7 +449,7 @@ def _detect_ddof(runner: _Runner, notes: list[str]) -> int | None:
     fwd = runner.call(runner.forward_fn, runner.forward_args(case, x, gamma, beta), "forward")
     if fwd[0] != "ok" or not isinstance(fwd[1], (tuple, list)) or len(fwd[1]) != 2:
         return None
-    y = np.asarray(fwd[1][0], dtype=float)
+    y = _as_float(fwd[1][0])
     for ddof in (0, 1):
         y_true, _ = _book_forward(x, gamma, beta, case.eps, ddof)
         if y.shape == y_true.shape and rel_error(y, y_true) <= PASS_TOL:
@@ -441,6 +459,7 @@ def _detect_ddof(runner: _Runner, notes: list[str]) -> int | None:
 
 
 def _check_args(backward_fn, convention, forward_fn, ddof, timeout):
+    """Misuse of diagnose itself is a ValueError; the reader's function is judged in the report."""
     if not callable(backward_fn):
         raise ValueError(f"backward_fn must be a function; got {type(backward_fn).__name__}")
     if convention not in CONVENTIONS:
@@ -454,6 +473,7 @@ def _check_args(backward_fn, convention, forward_fn, ddof, timeout):
 
 
 def _resolve_ddof(runner, ddof, notes) -> int:
+    """The ddof asked for, else the one the reader's forward uses, else 0."""
     if runner.forward_fn is None:
         return 0 if ddof is None else ddof
     found = _detect_ddof(runner, notes)
@@ -463,6 +483,7 @@ def _resolve_ddof(runner, ddof, notes) -> int:
 
 
 def _forward_name(forward_fn, convention) -> str:
+    """Where the cache comes from, for the report's second line."""
     if convention == "plain":
         return "none needed (plain convention)"
     if forward_fn is None:
