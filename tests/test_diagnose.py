@@ -255,6 +255,17 @@ def test_wrong_number_of_outputs_and_wrong_shapes():
     assert "dgamma has shape (1, 4), expected (4,)" in text
 
 
+def test_float32_outputs_are_pointed_out():
+    def in_float32(x, gamma, beta, dy, eps):
+        x, gamma, dy = (a.astype(np.float32) for a in (x, gamma, dy))
+        xmu, std, xhat = _fwd(x, eps)
+        g = gamma * dy
+        return (g - g.mean(0) - xhat * (g * xhat).mean(0)) / std, (dy * xhat).sum(0), dy.sum(0)
+
+    report = diagnose(in_float32, "plain")
+    assert not report.passed and "low precision (float32)" in str(report)
+
+
 def test_a_function_that_raises_shows_the_exception():
     def not_done(dout, cache):
         raise NotImplementedError("TODO: implement batchnorm_backward")

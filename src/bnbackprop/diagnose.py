@@ -421,7 +421,8 @@ def _judge(case: Case, outcome, y_reader, y_true, truth, stage: str, timeout: fl
         if case.nchw:
             msg = f"does not support NCHW input ({msg})"
         return CaseResult(case, status, message=msg, outcome=outcome)
-    arrays, problem = _outputs(outcome[1])
+    outcome_raw = outcome[1]
+    arrays, problem = _outputs(outcome_raw)
     if problem:
         return CaseResult(case, "error", message=f"{where} {problem}")
     outcome = ("ok", arrays)
@@ -431,6 +432,7 @@ def _judge(case: Case, outcome, y_reader, y_true, truth, stage: str, timeout: fl
     errors = _errors(arrays, truth)
     msgs = [shape_msg] if shape_msg else []
     nonfinite = [n for n, a in zip(OUTPUTS, arrays) if not np.all(np.isfinite(a))]
+    low = [n for n, v in zip(OUTPUTS, outcome_raw) if getattr(v, "dtype", np.dtype(float)).kind == "f" and v.dtype.itemsize < 8]
     if nonfinite:
         msgs.append(f"{', '.join(nonfinite)} contain(s) NaN or infinity")
     forward_wrong = y_reader is not None and (y_reader.shape != y_true.shape or not rel_error(y_reader, y_true) <= PASS_TOL)
@@ -438,6 +440,9 @@ def _judge(case: Case, outcome, y_reader, y_true, truth, stage: str, timeout: fl
     if wrong and not shape_msg:
         right = [n for n in OUTPUTS if n not in wrong]
         msgs.append(f"wrong: {', '.join(wrong)}" + (f"; right: {', '.join(right)}" if right else ""))
+    if wrong and low:
+        msgs.append(f"{', '.join(low)} came back in low precision ({outcome_raw[OUTPUTS.index(low[0])].dtype}); "
+                    f"the battery is float64, and float32 rounding alone can exceed the tolerance {PASS_TOL:g}")
     status = "fail" if (wrong or nonfinite or shape_msg) else "pass"
     return CaseResult(case, status, errors, "; ".join(msgs) if status == "fail" else "", outcome, forward_wrong)
 
@@ -544,7 +549,9 @@ def diagnose(backward_fn: Callable, convention: str = "cs231n", forward_fn: Call
 
 def _verdict(convention, ddof, forward, results, notes, hung="") -> Report:
     """Correct, a named known mistake, not recognised, or could not run."""
-    if any(r.case.nchw and r.status == "unsupported" for r in results):
+    flat = [r for r in results if not r.case.nchw]
+    all_errors = all(r.status == "error" for r in flat)
+    if any(r.case.nchw and r.status == "unsupported" for r in results) and not all_errors:
         notes.append("NCHW: your function does not support NCHW (4-D) input; that is not counted as a mistake.")
     bad_y = [r.case.name for r in results if r.forward_wrong]
     if bad_y:
@@ -555,9 +562,9 @@ def _verdict(convention, ddof, forward, results, notes, hung="") -> Report:
     if hung:
         problem = f"{hung}; the remaining cases were not run"
         return Report(convention, ddof, forward, results, "could not run", notes=notes, problem=problem)
-    flat = [r for r in results if not r.case.nchw]
-    if all(r.status == "error" for r in flat):
-        problem = f"{flat[0].message}, in every case"
+    if all_errors:
+        same = len({r.message for r in flat}) == 1
+        problem = f"{flat[0].message}, in every case" if same else "no case ran to the end; see the details"
         return Report(convention, ddof, forward, results, "could not run", notes=notes, problem=problem)
     matches = _fingerprint(results, ddof)
     verdict = "known mistake" if matches else "not recognised"
