@@ -241,6 +241,8 @@ def test_wrong_signature_is_reported_not_raised():
     report = diagnose(backward_one_arg, "cs231n")
     assert report.verdict == "could not run" and not report.passed
     assert "wrong signature" in str(report) and "backward(dout, cache)" in str(report)
+    hint = diagnose(reader_gamma_dropped).headline()
+    assert "It fits the 'plain' convention: pass convention='plain'" in hint
 
 
 def test_wrong_number_of_outputs_and_wrong_shapes():

@@ -201,10 +201,10 @@ class Report:
             "",
             self.headline(),
             *self._mistake_lines(),
-            "",
-            "relative errors (CS231n rel_error) against the true gradients:",
         ]
-        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+        if self.results:
+            lines += ["", "relative errors (CS231n rel_error) against the true gradients:"]
+            lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
         details = [f"  {r.case.name}: {r.message}" for r in self.results if r.message]
         if details:
             lines += ["", "details:", *details]
@@ -504,6 +504,9 @@ def _signature_report(backward_fn, convention, forward_fn, ddof, forward) -> Rep
         problem = _signature_problem(forward_fn, (None,) * 4, "forward(x, gamma, beta, bn_param) -> (out, cache)")
     if not problem:
         return None
+    other = "plain" if convention == "cs231n" else "cs231n"
+    if not _signature_problem(backward_fn, (None,) * {"cs231n": 2, "plain": 5}[other], ""):
+        problem += f". It fits the '{other}' convention: pass convention='{other}' (--convention {other})"
     return Report(convention, ddof if ddof is not None else 0, forward, [], "could not run", problem=problem)
 
 
