@@ -12,6 +12,7 @@ import pytest
 
 from bnbackprop.batchnorm import backward, backward_staged
 from bnbackprop.bngraph import engine_backward
+from bnbackprop.check import main as check_main
 from bnbackprop.bugs import BUGS
 from bnbackprop.diagnose import CASES, diagnose
 
@@ -352,6 +353,17 @@ def test_command_line_exit_codes(tmp_path):
     bad = run_check(f"{path}:batchnorm_backward_nogamma", "--forward", "batchnorm_forward")
     assert bad.returncode == 1 and "known mistake: gamma_dropped" in bad.stdout
     assert BUGS["gamma_dropped"].section in bad.stdout
-    usage = run_check(f"{path}:no_such_function")
-    assert usage.returncode == 2 and "has no function named 'no_such_function'" in usage.stderr
-    assert run_check("layers.py").returncode == 2
+
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["{path}:no_such_function"], "has no function named 'no_such_function'"),
+    (["{path}"], "expected path/to/file.py:function_name"),
+    (["{dir}/missing.py:f"], "no such file"),
+    (["{path}:batchnorm_backward", "--convention", "plain", "--forward", "batchnorm_forward"], "--forward goes with"),
+])
+def test_command_line_usage_errors_exit_2(tmp_path, capsys, argv, message):
+    path = tmp_path / "layers.py"
+    path.write_text(textwrap.dedent(CLI_FILE))
+    assert check_main([a.format(path=path, dir=tmp_path) for a in argv]) == 2
+    assert message in capsys.readouterr().err
