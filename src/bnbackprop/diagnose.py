@@ -15,9 +15,14 @@ own forward, ``ddof=None`` (the default) reads it off the forward's output.
 
 The truth for every case is `bnbackprop.backward`, cross-checked against HIPS autograd
 (`bnbackprop.reference.autograd_backward`). A failing implementation is compared with every
-planted bug in `bnbackprop.bugs.BUGS` on the same cases: a bug is named only when the reader's
-outputs equal that bug's outputs (CS231n relative error <= 1e-8) on every case, including at least
-one where the bug differs from the right answer. Otherwise the report says "cause not recognised".
+planted bug in `bnbackprop.bugs.BUGS` (and in `FINGERPRINTS`, which adds other spellings of the
+same mistakes) on the same 2-D cases: a bug is named only when the reader's function behaves exactly
+like it on every one of them (the same three outputs to a CS231n relative error of 1e-8, or an
+exception wherever the bug raises one), and the bug differs from the right answer on at least one.
+Otherwise the report says "cause not recognised". NCHW cases count only for pass or fail: a
+function that raises or returns 2-D-shaped gradients there is reported as not supporting NCHW.
+
+Results are float64; a report prints relative errors below 1e-12 as "<1e-12" so it is repeatable.
 
 The reader's function runs in a daemon thread with a timeout, not a subprocess: a subprocess would
 have to pickle the function, and functions defined in a notebook cell, closures and lambdas do not
@@ -30,8 +35,8 @@ from __future__ import annotations
 import html
 import inspect
 import threading
-from functools import lru_cache
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
