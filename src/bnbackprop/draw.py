@@ -23,7 +23,7 @@ from .names import SYMBOLS, symbol
 HIGHLIGHT = "tab:red"
 PLAIN = "0.45"
 NODE_GAP = 1.0  # vertical gap between two nodes of one column
-WAY_GAP = 0.55  # vertical gap next to a waypoint of a long edge
+WAY_GAP = 0.7  # vertical gap next to a waypoint of a long edge
 
 
 @dataclass
@@ -91,44 +91,53 @@ def _order_columns(columns, left, right, sweeps=4):
     return columns
 
 
-def _isotonic_decreasing(u):
-    """Least-squares fit of a non-increasing sequence to u (pool adjacent violators)."""
+def _isotonic_decreasing(u, w):
+    """Weighted least-squares fit of a non-increasing sequence to u (pool adjacent violators)."""
     blocks = []
-    for v in u:
-        blocks.append([v, 1])
+    for v, wv in zip(u, w):
+        blocks.append([v * wv, wv, 1])
         while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] < blocks[-1][0] / blocks[-1][1]:
-            s, n = blocks.pop()
-            blocks[-1][0] += s
-            blocks[-1][1] += n
-    return [s / n for s, n in blocks for _ in range(n)]
+            s, ws, n = blocks.pop()
+            blocks[-1] = [blocks[-1][0] + s, blocks[-1][1] + ws, blocks[-1][2] + n]
+    return [s / ws for s, ws, n in blocks for _ in range(n)]
 
 
-def _weight(a, b) -> float:
-    """Pull between neighbours: long edges are kept straight, waypoints follow their edge."""
-    return 1.0 + 3.0 * (not isinstance(a, int)) + 3.0 * (not isinstance(b, int))
+def _spine(out, chains, layer):
+    """Keys of the path with fewest steps from the leftmost input to `out`: the straight main row."""
+    order = engine.topological_order(out)
+    start = min((n for n in order if not n.edges), key=lambda n: layer[id(n)], default=out)
+    best = {id(start): (0, None)}
+    for node in order:
+        for e in node.edges:
+            if id(e.src) in best and (id(node) not in best or best[id(e.src)][0] + 1 < best[id(node)][0]):
+                best[id(node)] = (best[id(e.src)][0] + 1, e)
+    keys, node = {id(out)}, out
+    while best.get(id(node), (0, None))[1] is not None:
+        edge = best[id(node)][1]
+        keys.update(chains[id(edge)])
+        node = edge.src
+    return keys
 
 
-def _heights(columns, left, right, rounds=40):
-    """Each column as close as possible to its neighbours' weighted mean height, in column order."""
-    y = {k: -float(i) for col in columns.values() for i, k in enumerate(col)}
+def _heights(columns, left, right, pinned, rounds=30):
+    """Rows: the spine stays at 0, every other key as close to its neighbours as the gaps allow."""
+    y = {k: 0.0 if k in pinned else -float(i) for col in columns.values() for i, k in enumerate(col)}
     for _ in range(rounds):
         for c in sorted(columns):
             col = columns[c]
-            want = [_pull(k, left[k] + right[k], y) for k in col]
+            want = [0.0 if k in pinned else _pull(left[k] + right[k], y, y[k]) for k in col]
             gaps = [0.0] + [NODE_GAP if isinstance(a, int) and isinstance(b, int) else WAY_GAP
                             for a, b in zip(col, col[1:])]
             offset = np.cumsum(gaps)
-            fitted = _isotonic_decreasing([w + o for w, o in zip(want, offset)])
+            weight = [1e9 if k in pinned else 1.0 for k in col]
+            fitted = _isotonic_decreasing([w + o for w, o in zip(want, offset)], weight)
             y.update({k: f - o for k, f, o in zip(col, fitted, offset)})
     return y
 
 
-def _pull(k, neighbours, y):
-    """Weighted mean height of a key's neighbours (its own height if it has none)."""
-    if not neighbours:
-        return y[k]
-    w = [_weight(k, n) for n in neighbours]
-    return float(np.dot(w, [y[n] for n in neighbours]) / np.sum(w))
+def _pull(neighbours, y, default):
+    """Mean height of a key's neighbours (its own height if it has none)."""
+    return float(np.mean([y[n] for n in neighbours])) if neighbours else default
 
 
 def _full_layout(out):
@@ -137,10 +146,8 @@ def _full_layout(out):
     chains, columns = _segments(out, layer)
     left, right = _neighbours(chains)
     columns = _order_columns(columns, left, right)
-    y = _heights(columns, left, right)
-    x = {k: float(c) for c, col in columns.items() for k in col}
-    shift = y[id(out)]
-    return {k: (x[k], round(y[k] - shift, 9)) for k in x}, chains
+    y = _heights(columns, left, right, _spine(out, chains, layer))
+    return {k: (float(c), round(y[k], 4) + 0.0) for c, col in columns.items() for k in col}, chains
 
 
 def layout(out: engine.Node) -> dict[int, tuple[float, float]]:
