@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from matplotlib.patches import FancyArrowPatch
 from matplotlib.path import Path
+from matplotlib.ticker import MaxNLocator
 
 from . import engine
 from .names import SYMBOLS, symbol
@@ -192,7 +193,7 @@ def _edge_rads(edges):
 
 
 ROW_INCH = 0.75  # height of one row of the layout
-MIN_GAP_INCH = 0.4  # free space between the boxes of neighbouring columns
+MIN_GAP_INCH = 0.5  # free space between the boxes of neighbouring columns
 
 
 def draw_graph(out, highlight=(), annotations=None, edge_labels=False, ax=None, title=None) -> GraphDrawing:
@@ -347,6 +348,8 @@ def draw_jacobian(J, ax=None, title=None, annotate=None):
         for (i, j), v in np.ndenumerate(J):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
                     color="white" if abs(v) > 0.6 * lim else "black")  # stay legible on dark cells
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # indices, never 0.5
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("input index j")
     ax.set_ylabel("output index i")
     if title:
