@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 
 from bnbackprop import engine  # noqa: E402
 from bnbackprop.bngraph import batchnorm_graph  # noqa: E402
-from bnbackprop.draw import draw_graph, edge_label, layout  # noqa: E402
+from bnbackprop.draw import draw_graph, draw_jacobian, edge_label, layout  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +123,19 @@ def test_edge_labels_use_the_name_table_symbols(bn):
     assert labels[("std", "ivar")] == r"$-1\,s^{-2}$"
     assert labels[("vareps", "std")] == r"$0.5\,(\sigma^2+\epsilon)^{-0.5}$"
     assert labels[("xmu", "xmusq")] == r"$2\,\bar{x}$"
+
+
+@pytest.mark.parametrize("shape", [(1, 4), (4, 1), (5, 5), (3, 40)])
+def test_jacobian_ticks_are_whole_indices(shape):
+    J = np.random.default_rng(1).standard_normal(shape)
+    fig, ax, image = draw_jacobian(J)
+    for ticks, n in ((ax.get_xticks(), shape[1]), (ax.get_yticks(), shape[0])):
+        inside = ticks[(ticks >= 0) & (ticks <= n - 1)]
+        assert len(inside) >= min(n, 2) and np.all(inside == np.round(inside))
+    np.testing.assert_array_equal(image.get_array(), J)
+    plt.close(fig)
+
+
+def test_draw_jacobian_refuses_a_non_matrix():
+    with pytest.raises(ValueError, match="2-D"):
+        draw_jacobian(np.ones(3))

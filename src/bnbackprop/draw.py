@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import FancyArrowPatch
 from matplotlib.path import Path
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FixedLocator, MaxNLocator
 
 from . import engine
 from .names import SYMBOLS, symbol
@@ -348,8 +348,9 @@ def draw_jacobian(J, ax=None, title=None, annotate=None):
         for (i, j), v in np.ndenumerate(J):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
                     color="white" if abs(v) > 0.6 * lim else "black")  # stay legible on dark cells
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # indices, never 0.5
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    for axis, n in ((ax.xaxis, J.shape[1]), (ax.yaxis, J.shape[0])):
+        # indices: every one when few, else whole numbers only (never 0.5)
+        axis.set_major_locator(FixedLocator(range(n)) if n <= 16 else MaxNLocator(integer=True))
     ax.set_xlabel("input index j")
     ax.set_ylabel("output index i")
     if title:
