@@ -316,16 +316,22 @@ def _draw_edge(ax, edge, points, half, marked, rad, label):
 
 
 def _place_label(label, pts, rad, color):
-    """Just above the middle of the route; the lower of two parallel edges gets it below."""
+    """Above the middle of a flat route (below for the lower of two parallel edges); beside a steep one."""
     if len(pts) % 2:
         x, y = pts[len(pts) // 2]
+        steep = False
     else:
         k = (len(pts) - 1) // 2
         (xa, ya), (xb, yb) = pts[k], pts[k + 1]
         x, y = (xa + xb) / 2, (ya + yb) / 2
-    below = rad < 0
-    label.set_position((x, y + (-0.05 if below else 0.05)))
-    label.set_verticalalignment("top" if below else "bottom")
+        steep = abs(yb - ya) > 0.5 * abs(xb - xa)
+    if steep:  # the curve is nearly vertical mid-way: a label on it would hide it
+        label.set_position((x + 0.07, y))
+        label.set_horizontalalignment("left")
+    else:
+        below = rad < 0
+        label.set_position((x, y + (-0.05 if below else 0.05)))
+        label.set_verticalalignment("top" if below else "bottom")
     label.set_color(color)
 
 
