@@ -94,10 +94,10 @@ def draw_gradient_size(var=1.0, dy_spread=1.0, rho=0.0, dy_mean=0.0, eps=1e-5, g
     left.set(xlabel=r"var $\sigma^2$", ylabel="rms of dx", title=f"eps = {eps:.0e} (dashed line)")
     left.legend(fontsize=8, loc="lower left")
     order = np.argsort(now.x)
-    right.plot(now.x[order], now.dy[order], "o-", ms=3, color="C0", label="dy")
-    right.plot(now.x[order], now.dx[order], "s-", ms=3, color="C3", label="dx")
+    right.plot(now.x[order], now.dy[order], "o", ms=4, color="C0", label="dy")
+    right.plot(now.x[order], now.dx[order], "s", ms=4, color="C3", label="dx")
     right.axhline(0, color="gray", lw=0.8)
-    right.set(xlabel="x (sorted)", title=f"rms(dx) = {now.rms_dx:.3g}")
+    right.set(xlabel="x", title=f"rms(dx) = {now.rms_dx:.3g}")
     right.legend(fontsize=8)
     fig.tight_layout()
     return fig
