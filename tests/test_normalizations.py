@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bnbackprop import forward
+from bnbackprop.draw_normalizations import draw_normalization_axes, normalization_masks
 from bnbackprop.gradcheck import numerical_gradient, rel_error
 from bnbackprop.normalizations import (
     backward,
@@ -156,9 +157,28 @@ def test_statistic_members_counts_one_statistic(kind, index, count):
     (lambda x: instance_norm(x[:, :, 0, 0], np.ones(6), np.zeros(6)), "at least 3 dimensions"),
     (lambda x: backward(np.ones((2, 2)), batch_norm(x, np.ones(6), np.zeros(6))[1]), "dy has shape"),
     (lambda x: backward(np.ones(SHAPE), forward(x, np.ones(6), np.zeros(6))[1]), "NormCache"),
-    (lambda x: statistic_members(batch_norm(x, np.ones(6), np.zeros(6))[1], (0, 0)), "4 entries"),
+    (lambda x: statistic_members(batch_norm(x, np.ones(6), np.zeros(6))[1], (0, 0)), "one entry per axis"),
+    (lambda x: statistic_members(batch_norm(x, np.ones(6), np.zeros(6))[1], (0, 6, 0, 0)), "a position in x"),
 ])
 def test_bad_input_gets_a_clear_value_error(call, match):
     x, _ = data()
     with pytest.raises(ValueError, match=match):
         call(x)
+
+
+def test_figure_masks_come_from_the_caches():
+    masks = normalization_masks(shape=(3, 6, 2, 5), groups=2, index=(1, 4, 0, 0))
+    counts = {k: int(m.sum()) for k, m in masks.items()}
+    assert counts == {"Batch Norm": 30, "Layer Norm": 60, "Instance Norm": 10, "Group Norm (G=2)": 30}
+    gn = masks["Group Norm (G=2)"]
+    assert gn[1, 3:].all() and not gn[1, :3].any() and not gn[[0, 2]].any()
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        normalization_masks(shape=(3, 6, 10))
+
+
+def test_figure_draws_four_boxes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = draw_normalization_axes()
+    assert len(fig.axes) == 4 and "16 values per statistic" in fig.axes[0].get_title()

@@ -138,8 +138,8 @@ def group_norm(x, gamma, beta, groups, eps=1e-5, ddof=0):
 def statistic_members(cache: NormCache, index) -> np.ndarray:
     """Boolean mask over x: the values that share one mean and variance with x[index]."""
     core = cache.core
-    if len(index) != len(cache.x_shape):
-        raise ValueError(f"index must have {len(cache.x_shape)} entries, one per axis of x; got {index!r}")
+    if len(index) != len(cache.x_shape) or not all(0 <= i < n for i, n in zip(index, cache.x_shape)):
+        raise ValueError(f"index must be a position in x of shape {cache.x_shape}, one entry per axis; got {index!r}")
     flat = np.ravel_multi_index(index, cache.x_shape)
     at = np.unravel_index(flat, core.x.shape)
     # Members agree with x[index] on every axis that is not reduced over.
