@@ -6,7 +6,6 @@ text fields and sliders on top. The batch is one channel of B values that the re
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import ipywidgets as widgets
@@ -15,6 +14,7 @@ import numpy as np
 
 from .._checks import check_finite
 from ..batchnorm import backward, forward
+from ._common import figure_png, parse_values
 
 DEFAULT_X = "4.0, 7.5, 5.0, 9.0, 6.5, 3.0"
 DEFAULT_DY = "0.8, 1.2, -0.6, 1.5, -1.0, -0.4"
@@ -39,24 +39,6 @@ class Decomposition:
     def total(self) -> np.ndarray:
         """The sum of the three parts."""
         return self.parts[0] + self.parts[1] + self.parts[2]
-
-
-def parse_values(text, name: str) -> np.ndarray:
-    """Read comma-separated numbers such as '1, 2.5, -3' into a 1-D float array."""
-    if not isinstance(text, str):
-        raise ValueError(f"{name} must be a string of comma-separated numbers like '1, 2.5, -3'; got {type(text).__name__}")
-    items = [item.strip() for item in text.split(",")]
-    values = []
-    for k, item in enumerate(items, start=1):
-        try:
-            values.append(float(item))
-        except ValueError:
-            shown = f"'{item}'" if item else "an empty item"
-            raise ValueError(f"{name}: could not read {shown} (item {k}) as a number; "
-                             "expected comma-separated numbers like '1, 2.5, -3'") from None
-    arr = np.array(values)
-    check_finite(arr, name)
-    return arr
 
 
 def _as_values(v, name: str) -> np.ndarray:
@@ -105,14 +87,6 @@ def decompose_figure(d: Decomposition, ax=None):
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), markerscale=0.4, frameon=False)
     fig.tight_layout()
     return fig
-
-
-def figure_png(fig) -> bytes:
-    """Render a figure to PNG bytes and close it, so it is not also shown inline."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
 
 
 class DecomposeExplorer(widgets.VBox):

@@ -12,13 +12,13 @@ closed form side by side; `draw_gradient_size` plots them; `gradient_size_explor
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from ..batchnorm import backward, normalize_forward
+from ._common import figure_png
 
 DEFAULTS = dict(var=1.0, dy_spread=1.0, rho=0.0, dy_mean=0.0, eps=1e-5, gamma=1.0)
 
@@ -104,14 +104,6 @@ def draw_gradient_size(var=1.0, dy_spread=1.0, rho=0.0, dy_mean=0.0, eps=1e-5, g
     return fig
 
 
-def _png(fig) -> bytes:
-    """Render a figure to PNG bytes and close it, so redraws do not pile up figures."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return buf.getvalue()
-
-
 class GradientSizeExplorer:
     """Sliders for var, dy's spread, mean and alignment, and eps; an Image shows the figure."""
 
@@ -144,7 +136,7 @@ class GradientSizeExplorer:
         self.result = gradient_size(**self.setting())
         self.readout.value = (f"rms(dx) = {self.result.rms_dx:.4g} (closed form {self.result.predicted:.4g}); "
                               f"rms(dy) = {np.sqrt(np.mean(self.result.dy ** 2)):.4g}")
-        self.image.value = _png(draw_gradient_size(**self.setting()))
+        self.image.value = figure_png(draw_gradient_size(**self.setting()), dpi=80)
 
 
 def gradient_size_explorer(**setting) -> GradientSizeExplorer:

@@ -7,7 +7,6 @@ ipywidgets controls on top: the figure is re-rendered into an `ipywidgets.Image`
 from __future__ import annotations
 
 import html
-import io
 from dataclasses import dataclass
 
 import ipywidgets as widgets
@@ -15,8 +14,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .. import engine
-from .._checks import check_finite
 from ..draw import draw_jacobian
+from ._common import figure_png
+from ._common import parse_values as parse_numbers
 
 KINDS = ("constant", "random", "one-hot", "hand-set")
 B_MIN, B_MAX = 2, 8
@@ -38,16 +38,10 @@ class TriangleState:
 
 def parse_values(text: str, B: int) -> np.ndarray:
     """B comma-separated numbers from `text`, as a float vector."""
-    parts = [p.strip() for p in str(text).split(",") if p.strip()]
-    try:
-        values = np.array([float(p) for p in parts])
-    except ValueError:
-        raise ValueError(f"hand-set values must be numbers separated by commas, like '1, 0, -2, 0.5'; "
-                         f"got {text!r}") from None
+    values = parse_numbers(text, "hand-set values")
     if values.size != B:
         raise ValueError(f"hand-set values: got {values.size} number(s) for B = {B}; "
                          f"type exactly {B} comma-separated numbers")
-    check_finite(values, "hand-set values")
     return values
 
 
@@ -107,13 +101,9 @@ def triangle_figure(state: TriangleState):
     return fig
 
 
-def figure_png(state: TriangleState) -> bytes:
-    """The figure for `state` as PNG bytes; the figure is closed so that nothing else shows it."""
-    fig = triangle_figure(state)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return buffer.getvalue()
+def triangle_png(state: TriangleState) -> bytes:
+    """The figure for `state` as PNG bytes."""
+    return figure_png(triangle_figure(state))
 
 
 def summary_html(state: TriangleState) -> str:
@@ -148,7 +138,7 @@ class TriangleExplorer(widgets.VBox):
             return
         self.state = state
         self.message.value = summary_html(state)
-        self.image.value = figure_png(state)
+        self.image.value = triangle_png(state)
 
 
 def triangle_explorer(B: int = 4, kind: str = "random", values: str = "1, 0, -2, 0.5", seed: int = 0):
