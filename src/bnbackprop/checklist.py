@@ -211,7 +211,7 @@ def markdown_table(table: dict[str, dict[str, bool]], mark: str = "caught", blan
     if not table:
         raise ValueError("table must have at least one row")
     cols = list(next(iter(table.values())))
-    head = [f"{c}{'*' if CHECKS_BY_NAME.get(c, HOSTILE).friendly else ''}" for c in cols]
+    head = [f"`{c}`{'*' if CHECKS_BY_NAME.get(c, HOSTILE).friendly else ''}" for c in cols]
     lines = ["| backward | " + " | ".join(head) + " |", "| --- |" + " :-: |" * len(cols)]
     for name, row in table.items():
         lines.append(f"| `{name}` | " + " | ".join(mark if row[c] else blank for c in cols) + " |")
