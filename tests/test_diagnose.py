@@ -12,6 +12,7 @@ import pytest
 
 from bnbackprop.batchnorm import backward, backward_staged
 from bnbackprop.bngraph import engine_backward
+from bnbackprop.check import main as check_main
 from bnbackprop.bugs import BUGS
 from bnbackprop.diagnose import CASES, diagnose
 
@@ -81,10 +82,12 @@ def reader_missing_inv_n(x, gamma, beta, dy, eps):
 
 
 def reader_param_grads_wrong_axis(x, gamma, beta, dy, eps):
+    """CS231n's 'alt' form of dx, right; the parameter sums run along the features."""
+    N = x.shape[0]
     _, std, xhat = _fwd(x, eps)
-    g = gamma * dy
-    dx = (g - g.mean(axis=0) - xhat * (g * xhat).mean(axis=0)) / std
-    return dx, (dy * xhat).sum(axis=1), dy.sum(axis=1)
+    dxhat = dy * gamma
+    dx = (N * dxhat - np.sum(dxhat, axis=0) - xhat * np.sum(dxhat * xhat, axis=0)) / (N * std)
+    return dx, np.sum(dy * xhat, axis=1), np.sum(dy, axis=1)
 
 
 def reader_two_mistakes(x, gamma, beta, dy, eps):
@@ -185,6 +188,30 @@ def test_readers_own_forward_with_a_known_mistake():
     assert [b.name for b in report.matches] == ["variance_term_dropped"], str(report)
 
 
+def test_a_wrong_forward_is_reported_even_when_the_backward_is_right():
+    def forward_no_beta(x, gamma, beta, bn_param):
+        out, cache = cs231n_forward(x, gamma, beta, bn_param)
+        return out - beta, cache
+
+    report = diagnose(cs231n_backward, "cs231n", forward_fn=forward_no_beta)
+    assert report.verdict == "correct" and not report.passed
+    assert "FORWARD WRONG" in str(report) and "y is wrong in: basic, wide" in str(report)
+
+
+def test_a_forward_that_returns_no_cache():
+    report = diagnose(cs231n_backward, "cs231n", forward_fn=lambda x, gamma, beta, bn_param: x)
+    assert report.verdict == "could not run"
+    assert "your forward returned a ndarray; expected a pair (out, cache), in every case" in report.headline()
+
+
+def test_a_forward_that_never_returns_times_out():
+    def hangs(x, gamma, beta, bn_param):
+        time.sleep(30)
+
+    report = diagnose(cs231n_backward, "cs231n", forward_fn=hangs, timeout=0.2)
+    assert report.verdict == "could not run" and "your forward did not return within 0.2 s" in str(report)
+
+
 def test_bessel_is_read_off_the_readers_forward():
     def forward_bessel(x, gamma, beta, bn_param):
         xhat = (x - x.mean(0)) / np.sqrt(x.var(0, ddof=1) + bn_param["eps"])
@@ -215,11 +242,13 @@ def test_wrong_signature_is_reported_not_raised():
     report = diagnose(backward_one_arg, "cs231n")
     assert report.verdict == "could not run" and not report.passed
     assert "wrong signature" in str(report) and "backward(dout, cache)" in str(report)
+    hint = diagnose(reader_gamma_dropped).headline()
+    assert "It fits the 'plain' convention: pass convention='plain'" in hint
 
 
 def test_wrong_number_of_outputs_and_wrong_shapes():
     report = diagnose(lambda x, gamma, beta, dy, eps: dy, "plain")
-    assert report.verdict == "not recognised"
+    assert report.verdict == "could not run"
     assert "expected a tuple (dx, dgamma, dbeta)" in str(report)
 
     def keepdims(x, gamma, beta, dy, eps):
@@ -229,12 +258,23 @@ def test_wrong_number_of_outputs_and_wrong_shapes():
     assert "dgamma has shape (1, 4), expected (4,)" in text
 
 
+def test_float32_outputs_are_pointed_out():
+    def in_float32(x, gamma, beta, dy, eps):
+        x, gamma, dy = (a.astype(np.float32) for a in (x, gamma, dy))
+        xmu, std, xhat = _fwd(x, eps)
+        g = gamma * dy
+        return (g - g.mean(0) - xhat * (g * xhat).mean(0)) / std, (dy * xhat).sum(0), dy.sum(0)
+
+    report = diagnose(in_float32, "plain")
+    assert not report.passed and "low precision (float32)" in str(report)
+
+
 def test_a_function_that_raises_shows_the_exception():
     def not_done(dout, cache):
         raise NotImplementedError("TODO: implement batchnorm_backward")
 
     report = diagnose(not_done)
-    assert report.verdict == "not recognised"
+    assert report.verdict == "could not run" and "in every case" in report.headline()
     assert "raised NotImplementedError: TODO: implement batchnorm_backward" in str(report)
 
 
@@ -271,11 +311,12 @@ def test_misusing_diagnose_is_a_value_error(kwargs, match):
         diagnose(**kwargs)
 
 
-def test_reports_are_deterministic_and_render_as_markdown():
+def test_reports_are_deterministic_and_render_as_html():
     a, b = str(diagnose(reader_gamma_dropped, "plain")), str(diagnose(reader_gamma_dropped, "plain"))
     assert a == b and "0x" not in a
-    md = diagnose(reader_gamma_dropped, "plain")._repr_markdown_()
-    assert "| `basic` |" in md and "gamma_dropped" in md
+    page = diagnose(reader_gamma_dropped, "plain")._repr_html_()
+    assert "<td>basic</td>" in page and "<code>gamma_dropped</code>" in page
+    assert "&lt;1e-12" in page  # escaped, not a broken tag
 
 
 CLI_FILE = '''
@@ -312,6 +353,17 @@ def test_command_line_exit_codes(tmp_path):
     bad = run_check(f"{path}:batchnorm_backward_nogamma", "--forward", "batchnorm_forward")
     assert bad.returncode == 1 and "known mistake: gamma_dropped" in bad.stdout
     assert BUGS["gamma_dropped"].section in bad.stdout
-    usage = run_check(f"{path}:no_such_function")
-    assert usage.returncode == 2 and "has no function named 'no_such_function'" in usage.stderr
-    assert run_check("layers.py").returncode == 2
+
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["{path}:no_such_function"], "has no function named 'no_such_function'"),
+    (["{path}"], "expected path/to/file.py:function_name"),
+    (["{dir}/missing.py:f"], "no such file"),
+    (["{path}:batchnorm_backward", "--convention", "plain", "--forward", "batchnorm_forward"], "--forward goes with"),
+])
+def test_command_line_usage_errors_exit_2(tmp_path, capsys, argv, message):
+    path = tmp_path / "layers.py"
+    path.write_text(textwrap.dedent(CLI_FILE))
+    assert check_main([a.format(path=path, dir=tmp_path) for a in argv]) == 2
+    assert message in capsys.readouterr().err

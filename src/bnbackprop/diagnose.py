@@ -15,9 +15,14 @@ own forward, ``ddof=None`` (the default) reads it off the forward's output.
 
 The truth for every case is `bnbackprop.backward`, cross-checked against HIPS autograd
 (`bnbackprop.reference.autograd_backward`). A failing implementation is compared with every
-planted bug in `bnbackprop.bugs.BUGS` on the same cases: a bug is named only when the reader's
-outputs equal that bug's outputs (CS231n relative error <= 1e-8) on every case, including at least
-one where the bug differs from the right answer. Otherwise the report says "cause not recognised".
+planted bug in `bnbackprop.bugs.BUGS` (and in `FINGERPRINTS`, which adds other spellings of the
+same mistakes) on the same 2-D cases: a bug is named only when the reader's function behaves exactly
+like it on every one of them (the same three outputs to a CS231n relative error of 1e-8, or an
+exception wherever the bug raises one), and the bug differs from the right answer on at least one.
+Otherwise the report says "cause not recognised". NCHW cases count only for pass or fail: a
+function that raises or returns 2-D-shaped gradients there is reported as not supporting NCHW.
+
+Results are float64; a report prints relative errors below 1e-12 as "<1e-12" so it is repeatable.
 
 The reader's function runs in a daemon thread with a timeout, not a subprocess: a subprocess would
 have to pickle the function, and functions defined in a notebook cell, closures and lambdas do not
@@ -27,10 +32,11 @@ in the background until the interpreter exits) and the remaining cases are not r
 
 from __future__ import annotations
 
+import html
 import inspect
 import threading
-from functools import lru_cache
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
@@ -118,6 +124,7 @@ class CaseResult:
     errors: dict[str, float] = field(default_factory=dict)
     message: str = ""
     outcome: Any = None  # ("ok", (dx, dgamma, dbeta)) or ("raised", exception) or None
+    forward_wrong: bool = False  # the reader's own forward returned a wrong y here
 
     @property
     def passed(self) -> bool:
@@ -139,8 +146,8 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        """True when every case that ran gave the right dx, dgamma and dbeta."""
-        return self.verdict == "correct"
+        """True when every case that ran gave the right dx, dgamma and dbeta (and y, from your forward)."""
+        return self.verdict == "correct" and not any(r.forward_wrong for r in self.results)
 
     @property
     def failing(self) -> list[str]:
@@ -149,6 +156,8 @@ class Report:
 
     def headline(self) -> str:
         """One line: the verdict in words."""
+        if self.verdict == "correct" and any(r.forward_wrong for r in self.results):
+            return "BACKWARD CORRECT, FORWARD WRONG: dx, dgamma and dbeta are right, but your forward's y is not (see the notes)."
         if self.verdict == "correct" and any(r.status == "unsupported" for r in self.results):
             return "CORRECT: dx, dgamma and dbeta match the true gradients in every case it supports."
         if self.verdict == "correct":
@@ -197,10 +206,10 @@ class Report:
             "",
             self.headline(),
             *self._mistake_lines(),
-            "",
-            "relative errors (CS231n rel_error) against the true gradients:",
         ]
-        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+        if self.results:
+            lines += ["", "relative errors (CS231n rel_error) against the true gradients:"]
+            lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
         details = [f"  {r.case.name}: {r.message}" for r in self.results if r.message]
         if details:
             lines += ["", "details:", *details]
@@ -212,26 +221,28 @@ class Report:
         names = ",".join(b.name for b in self.matches)
         return f"Report(verdict={self.verdict!r}, matches=[{names}], failing={self.failing})"
 
-    def _repr_markdown_(self) -> str:
-        head = "| case | shape | eps | result | dx | dgamma | dbeta |\n|---|---|---|---|---|---|---|\n"
-        body = "".join("| " + " | ".join(f"`{c}`" if i == 0 else c for i, c in enumerate(row)) + " |\n"
-                       for row in self._table_rows())
-        lines = [f"**{self.headline()}**", ""]
-        lines += [f"- `{b.name}`: {b.explanation} Read: {b.section}." for b in self.matches]
-        lines += [f"- Why: {self.evidence()}." for _ in self.matches[:1]]
-        details = [f"- `{r.case.name}`: {r.message}" for r in self.results if r.message]
-        notes = [f"- {n}" for n in self.notes]
-        return "\n".join(lines + ["", head + body, "", *details, *notes]) + "\n"
+    def _repr_html_(self) -> str:
+        """The report as an HTML table, for notebooks and the HTML book."""
+        esc = html.escape
+        head = "".join(f"<th>{h}</th>" for h in ("case", "shape", "eps", "result", *OUTPUTS))
+        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in self._table_rows())
+        items = [f"<li><code>{esc(b.name)}</code>: {esc(b.explanation)} Read: {esc(b.section)}.</li>" for b in self.matches]
+        items += [f"<li>Why: {esc(self.evidence())}.</li>" for _ in self.matches[:1]]
+        items += [f"<li><code>{esc(r.case.name)}</code>: {esc(r.message)}</li>" for r in self.results if r.message]
+        items += [f"<li>{esc(n)}</li>" for n in self.notes]
+        table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>" if self.results else ""
+        return f"<p><strong>{esc(self.headline())}</strong></p>{table}<ul>{''.join(items)}</ul>"
 
 
 def _fmt_err(e: float) -> str:
     """Relative errors below 1e-12 are rounding; print them alike so reports stay repeatable."""
     if np.isnan(e):
-        return "nan"
+        return "shape"  # rel_error is undefined between arrays of different shapes
     return "<1e-12" if e < 1e-12 else f"{e:.1e}"
 
 
 def _ddof_words(ddof: int) -> str:
+    """Which variance, in words."""
     return "biased, divided by B (ddof=0)" if ddof == 0 else "Bessel-corrected, divided by B - 1 (ddof=1)"
 
 
@@ -271,11 +282,12 @@ def _signature_problem(fn: Callable, args: tuple, expected: str) -> str:
 
 
 def _exc_text(exc: BaseException) -> str:
+    """'Type: first line of the message', short enough for one line of the report."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
-def _outputs(value, want_shapes):
+def _outputs(value):
     """Check the reader's return value; return (arrays, problem). Shapes are compared later."""
     if not isinstance(value, (tuple, list)) or len(value) != 3:
         n = len(value) if isinstance(value, (tuple, list)) else 1
@@ -291,11 +303,13 @@ def _outputs(value, want_shapes):
 
 
 def _shape_problem(arrays, want_shapes) -> str:
+    """Which outputs have the wrong shape, or ''."""
     bad = [f"{n} has shape {a.shape}, expected {s}" for n, a, s in zip(OUTPUTS, arrays, want_shapes) if a.shape != s]
     return "; ".join(bad)
 
 
 def _errors(arrays, truth) -> dict[str, float]:
+    """CS231n's rel_error of each output against the truth; nan where the shapes differ."""
     return {n: (rel_error(a, t) if a.shape == t.shape else float("nan")) for n, a, t in zip(OUTPUTS, arrays, truth)}
 
 
@@ -336,9 +350,22 @@ def _same(a, b) -> bool:
 
 
 def _differs_from_truth(outcome, truth) -> bool:
+    """True where a fingerprint can tell this bug from the right answer."""
     if outcome[0] != "ok":
         return True
     return not all(a.shape == t.shape and rel_error(a, t) <= PASS_TOL for a, t in zip(outcome[1], truth))
+
+
+class _BadReturn(Exception):
+    """The reader's forward returned something other than (out, cache)."""
+
+
+def _as_float(v) -> np.ndarray:
+    """The reader's y as a float array; a 0-d NaN when it is not numbers, so it counts as wrong."""
+    try:
+        return np.asarray(v, dtype=float)
+    except (TypeError, ValueError):
+        return np.full((), np.nan)
 
 
 class _Runner:
@@ -380,8 +407,8 @@ class _Runner:
             return fwd, None, "forward"
         value = fwd[1]
         if not isinstance(value, (tuple, list)) or len(value) != 2:
-            return ("raised", ValueError("the forward must return (out, cache)")), None, "forward"
-        return self.call(self.backward_fn, (dy, value[1]), "backward"), np.asarray(value[0], dtype=float), ""
+            return ("raised", _BadReturn(f"returned a {type(value).__name__}; expected a pair (out, cache)")), None, "forward"
+        return self.call(self.backward_fn, (dy, value[1]), "backward"), _as_float(value[0]), ""
 
 
 def _judge(case: Case, outcome, y_reader, y_true, truth, stage: str, timeout: float) -> CaseResult:
@@ -394,11 +421,13 @@ def _judge(case: Case, outcome, y_reader, y_true, truth, stage: str, timeout: fl
         return CaseResult(case, "timeout", message=f"{where} did not return within {timeout:g} s")
     if outcome[0] == "raised":
         status = "unsupported" if case.nchw else "error"
-        msg = f"{where} raised {_exc_text(outcome[1])}"
+        exc = outcome[1]
+        msg = f"{where} {exc}" if isinstance(exc, _BadReturn) else f"{where} raised {_exc_text(exc)}"
         if case.nchw:
             msg = f"does not support NCHW input ({msg})"
         return CaseResult(case, status, message=msg, outcome=outcome)
-    arrays, problem = _outputs(outcome[1], want)
+    outcome_raw = outcome[1]
+    arrays, problem = _outputs(outcome_raw)
     if problem:
         return CaseResult(case, "error", message=f"{where} {problem}")
     outcome = ("ok", arrays)
@@ -408,26 +437,29 @@ def _judge(case: Case, outcome, y_reader, y_true, truth, stage: str, timeout: fl
     errors = _errors(arrays, truth)
     msgs = [shape_msg] if shape_msg else []
     nonfinite = [n for n, a in zip(OUTPUTS, arrays) if not np.all(np.isfinite(a))]
+    low = [n for n, v in zip(OUTPUTS, outcome_raw) if getattr(v, "dtype", np.dtype(float)).kind == "f" and v.dtype.itemsize < 8]
     if nonfinite:
         msgs.append(f"{', '.join(nonfinite)} contain(s) NaN or infinity")
-    if y_reader is not None and (y_reader.shape != y_true.shape or rel_error(y_reader, y_true) > PASS_TOL):
-        msgs.append("your forward's output is wrong here too (the backward is checked against the true gradient)")
+    forward_wrong = y_reader is not None and (y_reader.shape != y_true.shape or not rel_error(y_reader, y_true) <= PASS_TOL)
     wrong = [n for n in OUTPUTS if not errors[n] <= PASS_TOL]
     if wrong and not shape_msg:
         right = [n for n in OUTPUTS if n not in wrong]
         msgs.append(f"wrong: {', '.join(wrong)}" + (f"; right: {', '.join(right)}" if right else ""))
+    if wrong and low:
+        msgs.append(f"{', '.join(low)} came back in low precision ({outcome_raw[OUTPUTS.index(low[0])].dtype}); "
+                    f"the battery is float64, and float32 rounding alone can exceed the tolerance {PASS_TOL:g}")
     status = "fail" if (wrong or nonfinite or shape_msg) else "pass"
-    return CaseResult(case, status, errors, "; ".join(msgs) if status == "fail" else "", outcome)
+    return CaseResult(case, status, errors, "; ".join(msgs) if status == "fail" else "", outcome, forward_wrong)
 
 
 def _detect_ddof(runner: _Runner, notes: list[str]) -> int | None:
     """Which variance the reader's forward divides by, read off its output on the first case."""
     case = CASES[0]
     x, gamma, beta, _ = case.data()
-    fwd = call_with_timeout(runner.forward_fn, runner.forward_args(case, x, gamma, beta), runner.timeout)
+    fwd = runner.call(runner.forward_fn, runner.forward_args(case, x, gamma, beta), "forward")
     if fwd[0] != "ok" or not isinstance(fwd[1], (tuple, list)) or len(fwd[1]) != 2:
         return None
-    y = np.asarray(fwd[1][0], dtype=float)
+    y = _as_float(fwd[1][0])
     for ddof in (0, 1):
         y_true, _ = _book_forward(x, gamma, beta, case.eps, ddof)
         if y.shape == y_true.shape and rel_error(y, y_true) <= PASS_TOL:
@@ -437,6 +469,7 @@ def _detect_ddof(runner: _Runner, notes: list[str]) -> int | None:
 
 
 def _check_args(backward_fn, convention, forward_fn, ddof, timeout):
+    """Misuse of diagnose itself is a ValueError; the reader's function is judged in the report."""
     if not callable(backward_fn):
         raise ValueError(f"backward_fn must be a function; got {type(backward_fn).__name__}")
     if convention not in CONVENTIONS:
@@ -450,6 +483,7 @@ def _check_args(backward_fn, convention, forward_fn, ddof, timeout):
 
 
 def _resolve_ddof(runner, ddof, notes) -> int:
+    """The ddof asked for, else the one the reader's forward uses, else 0."""
     if runner.forward_fn is None:
         return 0 if ddof is None else ddof
     found = _detect_ddof(runner, notes)
@@ -459,6 +493,7 @@ def _resolve_ddof(runner, ddof, notes) -> int:
 
 
 def _forward_name(forward_fn, convention) -> str:
+    """Where the cache comes from, for the report's second line."""
     if convention == "plain":
         return "none needed (plain convention)"
     if forward_fn is None:
@@ -474,6 +509,9 @@ def _signature_report(backward_fn, convention, forward_fn, ddof, forward) -> Rep
         problem = _signature_problem(forward_fn, (None,) * 4, "forward(x, gamma, beta, bn_param) -> (out, cache)")
     if not problem:
         return None
+    other = "plain" if convention == "cs231n" else "cs231n"
+    if not _signature_problem(backward_fn, (None,) * {"cs231n": 2, "plain": 5}[other], ""):
+        problem += f". It fits the '{other}' convention: pass convention='{other}' (--convention {other})"
     return Report(convention, ddof if ddof is not None else 0, forward, [], "could not run", problem=problem)
 
 
@@ -513,18 +551,28 @@ def diagnose(backward_fn: Callable, convention: str = "cs231n", forward_fn: Call
         y_true, truth = _truth(case, ddof)
         outcome, y_reader, stage = runner.run(case, ddof)
         results.append(_judge(case, outcome, y_reader, y_true, truth, stage, timeout))
-    return _verdict(convention, ddof, forward, results, notes)
+    hung = f"your {runner.hung} did not return within {timeout:g} s" if runner.hung else ""
+    return _verdict(convention, ddof, forward, results, notes, hung)
 
 
-def _verdict(convention, ddof, forward, results, notes) -> Report:
+def _verdict(convention, ddof, forward, results, notes, hung="") -> Report:
     """Correct, a named known mistake, not recognised, or could not run."""
-    if any(r.case.nchw and r.status == "unsupported" for r in results):
+    flat = [r for r in results if not r.case.nchw]
+    all_errors = all(r.status == "error" for r in flat)
+    if any(r.case.nchw and r.status == "unsupported" for r in results) and not all_errors:
         notes.append("NCHW: your function does not support NCHW (4-D) input; that is not counted as a mistake.")
+    bad_y = [r.case.name for r in results if r.forward_wrong]
+    if bad_y:
+        notes.append(f"your forward's output y is wrong in: {', '.join(bad_y)}. The backward is checked "
+                     "against the true gradients of batch norm all the same.")
     if all(r.passed for r in results):
         return Report(convention, ddof, forward, results, "correct", notes=notes)
-    stuck = [r for r in results if r.status in ("timeout", "skipped")]
-    if stuck:
-        problem = f"{stuck[0].message}; the remaining cases were not run"
+    if hung:
+        problem = f"{hung}; the remaining cases were not run"
+        return Report(convention, ddof, forward, results, "could not run", notes=notes, problem=problem)
+    if all_errors:
+        same = len({r.message for r in flat}) == 1
+        problem = f"{flat[0].message}, in every case" if same else "no case ran to the end; see the details"
         return Report(convention, ddof, forward, results, "could not run", notes=notes, problem=problem)
     matches = _fingerprint(results, ddof)
     verdict = "known mistake" if matches else "not recognised"
