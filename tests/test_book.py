@@ -67,3 +67,24 @@ def test_book_builds_with_warnings_as_errors():
     html = ROOT / "_build" / "html"
     assert (html / "index.html").exists()
     assert not (html / "reports").exists(), "execution reports must not be published"
+
+
+def plain_heading(text: str) -> str:
+    """A heading as a report prints it: no $, backticks or TeX commands for the few symbols used."""
+    for tex, char in ((r"\gamma", "γ"), (r"\partial ", "∂"), (r"\partial", "∂"), (r"\mu", "μ"), ("$", ""), ("`", "")):
+        text = text.replace(tex, char)
+    return text.lstrip("# ").strip()
+
+
+def test_every_bug_points_at_a_real_section():
+    """The grader's 'Read: Chapter N, <section>' must lead somewhere that exists."""
+    import re
+
+    from bnbackprop.bugs import BUGS
+
+    for bug in BUGS.values():
+        chapter, section = re.fullmatch(r"Chapter (\d+), '(.+)'", bug.section).groups()
+        (path,) = (ROOT / "book").glob(f"{int(chapter):02d}_*.ipynb")
+        headings = [plain_heading(line) for cell in nbformat.read(path, as_version=4).cells
+                    if cell.cell_type == "markdown" for line in cell.source.splitlines() if line.startswith("## ")]
+        assert section in headings, (bug.name, path.name, headings)
