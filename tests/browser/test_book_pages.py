@@ -144,6 +144,8 @@ def check_widgets(page, state: dict) -> None:
     if any(name.endswith("SliderModel") for name in models):
         sliders = page.locator(".jupyter-widgets .widget-slider")
         assert sliders.count() > 0 and sliders.first.is_visible(), "a saved slider is not shown"
+        tracks = page.evaluate("() => [...document.querySelectorAll('.widget-slider .noUi-target')].map(t => t.getBoundingClientRect().width)")
+        assert tracks and min(tracks) >= 100, f"slider tracks too narrow to use: {tracks} px"
     if "ImageModel" in models:
         widths = page.evaluate("() => [...document.querySelectorAll('.jupyter-widgets img')].map(i => i.naturalWidth)")
         assert widths and min(widths) > 0, f"widget images not shown: natural widths {widths}"
