@@ -146,6 +146,16 @@ def check_widgets(page, state: dict) -> None:
         assert sliders.count() > 0 and sliders.first.is_visible(), "a saved slider is not shown"
         tracks = page.evaluate("() => [...document.querySelectorAll('.widget-slider .noUi-target')].map(t => t.getBoundingClientRect().width)")
         assert tracks and min(tracks) >= 100, f"slider tracks too narrow to use: {tracks} px"
+    # A static figure above each interactive cell, so that the page shows a real picture without a kernel.
+    bare = page.evaluate("""() => [...document.querySelectorAll(
+        'script[type="application/vnd.jupyter.widget-view+json"]')].filter(view => {
+          let cell = view.closest('.cell');
+          for (cell = cell && cell.previousElementSibling; cell; cell = cell.previousElementSibling) {
+            if (cell.querySelector('script[type="application/vnd.jupyter.widget-view+json"]')) return true;
+            if ([...cell.querySelectorAll('img')].some(img => !img.closest('.jupyter-widgets'))) return false;
+          }
+          return true; }).length""")
+    assert bare == 0, f"{bare} interactive cell(s) without a static figure above them"
     if "ImageModel" in models:
         widths = page.evaluate("() => [...document.querySelectorAll('.jupyter-widgets img')].map(i => i.naturalWidth)")
         assert widths and min(widths) > 0, f"widget images not shown: natural widths {widths}"
