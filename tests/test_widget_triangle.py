@@ -99,3 +99,20 @@ def test_dropdown_and_text_drive_the_state_and_bad_text_shows_a_message():
     w.values.value = "1, 1, 1, 5"
     assert "Cannot" not in w.message.value
     np.testing.assert_allclose(w.state.total, [-1, -1, -1, 3])
+
+
+def test_chapter_3_shows_the_default_figure_then_the_live_widget():
+    """The HTML/PDF get a real picture; the interactive cell is the one a browser test drives."""
+    import nbformat
+    from pathlib import Path
+
+    nb = nbformat.read(Path(__file__).resolve().parents[1] / "book" / "03_triangle.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    live = [i for i, c in enumerate(code) if "triangle_explorer(" in c.source and "import" not in c.source]
+    assert len(live) == 1
+    cell = code[live[0]]
+    assert "nbval-ignore-output" in cell.metadata.get("tags", [])
+    assert any(o.get("data", {}).get("application/vnd.jupyter.widget-view+json") for o in cell.outputs)
+    default = code[live[0] - 1]
+    assert "triangle_figure(" in default.source and default.metadata["mystnb"]["figure"]["name"]
+    assert any("image/png" in o.get("data", {}) for o in default.outputs)

@@ -2,8 +2,10 @@
 
 The graph layout is a small layered (Sugiyama-style) layout, left to right: nodes go in columns by
 longest path, an edge that skips columns is routed through invisible waypoints so that it never
-crosses a node, the order inside a column follows the neighbours (barycenters), and the heights
-are a least-squares fit to the neighbours under a minimum gap (isotonic regression).
+crosses a node, the order inside a column follows the neighbours (barycenters). The path with
+fewest steps from the leftmost input to the output is the straight main row; every other node sits
+as close to its neighbours' mean height as a minimum gap allows (isotonic regression). Columns are
+then spaced in inches so that node boxes and edge labels, measured with the renderer, fit.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ HIGHLIGHT = "tab:red"
 PLAIN = "0.45"
 NODE_GAP = 1.0  # vertical gap between two nodes of one column
 WAY_GAP = 0.7  # vertical gap next to a waypoint of a long edge
+ROW_INCH = 0.75  # height of one row of the layout
+MIN_GAP_INCH = 0.5  # free space between the boxes of neighbouring columns
 
 
 @dataclass
@@ -33,7 +37,7 @@ class GraphDrawing:
 
     fig: plt.Figure
     ax: plt.Axes
-    positions: dict
+    positions: dict  # id(node) -> (x, y) in data units (inches on a figure draw_graph made)
     node_artists: dict
     edge_artists: dict
 
@@ -190,10 +194,6 @@ def _edge_rads(edges):
     for e in edges:
         groups[(id(e.src), id(e.dst))].append(e)
     return {id(e): 0.35 * (k - (len(g) - 1) / 2) for g in groups.values() for k, e in enumerate(g)}
-
-
-ROW_INCH = 0.75  # height of one row of the layout
-MIN_GAP_INCH = 0.5  # free space between the boxes of neighbouring columns
 
 
 def draw_graph(out, highlight=(), annotations=None, edge_labels=False, ax=None, title=None) -> GraphDrawing:
