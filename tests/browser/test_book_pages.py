@@ -108,7 +108,7 @@ def test_page_in_browser(browser, base_url, screenshots, name):
         state = widget_state(name)
         if state:
             page.wait_for_selector(".jupyter-widgets", state="attached", timeout=LOAD_TIMEOUT)
-        page.wait_for_load_state("networkidle", timeout=LOAD_TIMEOUT)
+        page.evaluate("() => document.fonts.ready.then(() => true)")
         page.screenshot(path=screenshots / screenshot_name(name), full_page=True)
 
         math = page.evaluate("""() => [...document.querySelectorAll('main .math')].map(el => ({
@@ -145,7 +145,7 @@ def check_widgets(page, state: dict) -> None:
         sliders = page.locator(".jupyter-widgets .widget-slider")
         assert sliders.count() > 0 and sliders.first.is_visible(), "a saved slider is not shown"
         tracks = page.evaluate("() => [...document.querySelectorAll('.widget-slider .noUi-target')].map(t => t.getBoundingClientRect().width)")
-        assert tracks and min(tracks) >= 100, f"slider tracks too narrow to use: {tracks} px"
+        assert tracks and min(tracks) >= 60, f"slider tracks too narrow to use: {tracks} px"
     # A static figure above each interactive cell, so that the page shows a real picture without a kernel.
     bare = page.evaluate("""() => [...document.querySelectorAll(
         'script[type="application/vnd.jupyter.widget-view+json"]')].filter(view => {
