@@ -6,8 +6,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
 
+from bnbackprop import toc
 from bnbackprop.build import build_book
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,20 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def toc_files() -> list[str]:
     """Every file named in _toc.yml, root first."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    found = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                found.append(entry["file"])
-            walk(entry.get("sections"))
-            for part in entry.get("parts", []):
-                walk(part.get("chapters"))
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return found
+    return toc.toc_files(ROOT)
 
 
 def toc_notebooks() -> list[Path]:
