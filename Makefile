@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BROWSER_STAMP := $(VENV)/.browser-installed
 
-.PHONY: book test lab notebooks clean
+.PHONY: book test lab notebooks clean browser-test vendor
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
@@ -29,6 +30,19 @@ lab: $(STAMP)
 ## notebooks: re-run every chapter top to bottom and store its outputs and widget state
 notebooks: $(STAMP)
 	$(BIN)/python -m bnbackprop.run_notebooks
+
+$(BROWSER_STAMP): $(STAMP) requirements-browser.txt
+	$(BIN)/python -m pip install --quiet -r requirements-browser.txt
+	touch $(BROWSER_STAMP)
+
+## browser-test: set up, build the book if it is stale, then test every page and the JupyterLab widget in headless Chromium
+browser-test: $(BROWSER_STAMP)
+	bash scripts/ensure-chromium.sh
+	$(BIN)/python -m pytest tests/browser
+
+## vendor: re-fetch the vendored MathJax and widget JavaScript from npm (versions in scripts/vendor.sh)
+vendor: $(STAMP)
+	bash scripts/vendor.sh
 
 clean:
 	rm -rf _build .pytest_cache .hypothesis

@@ -15,7 +15,14 @@ from .batchnorm import (
     update_running_stats,
 )
 from .bngraph import BNGraph, batchnorm_graph, engine_backward
-from .gradcheck import check_vjp, numerical_gradient, numerical_jacobian, rel_error, vjp_directional_error
+from .gradcheck import (
+    check_vjp,
+    numerical_gradient,
+    numerical_jacobian,
+    rel_error,
+    scaled_error,
+    vjp_directional_error,
+)
 from .names import NAME_TABLE, markdown_table, symbol
 
 __version__ = "0.1.0"
@@ -38,6 +45,7 @@ __all__ = [
     "numerical_gradient",
     "numerical_jacobian",
     "rel_error",
+    "scaled_error",
     "symbol",
     "update_running_stats",
     "vjp_directional_error",

@@ -58,9 +58,14 @@ def check_param(p, name: str, channels: int, dtype) -> np.ndarray:
     return arr.astype(dtype, copy=False)
 
 
+def is_real_number(v) -> bool:
+    """A finite int or float (numpy's too), and not a bool."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
 def check_eps(eps) -> float:
     """eps must be a finite number >= 0."""
-    if not np.isscalar(eps) or not np.isfinite(eps) or eps < 0:
+    if not is_real_number(eps) or eps < 0:
         raise ValueError(f"eps must be a finite number >= 0; got {eps!r}")
     return float(eps)
 

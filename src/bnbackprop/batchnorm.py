@@ -18,6 +18,7 @@ from ._checks import (
     check_input,
     check_param,
     check_training_batch,
+    is_real_number,
     param_shape,
     reduce_axes,
 )
@@ -71,15 +72,20 @@ def _refuse_zero_variance(x, var, axes):
         )
 
 
-def forward(x, gamma, beta, eps=1e-5, ddof=0):
-    """Batch norm in training mode; returns (y, cache). `ddof=1` gives Bessel's correction."""
+def check_training_args(x, gamma, beta, eps, ddof):
+    """The checks of every training-mode entry point; returns x, broadcast gamma and beta, axes, eps, ddof."""
     x = check_input(x)
     check_training_batch(x.shape)
-    eps, ddof = check_eps(eps), check_ddof(ddof)
     shape = param_shape(x.ndim, x.shape[1])
     gamma = check_param(gamma, "gamma", x.shape[1], x.dtype).reshape(shape)
     beta = check_param(beta, "beta", x.shape[1], x.dtype).reshape(shape)
-    return normalize_forward(x, gamma, beta, reduce_axes(x.ndim), eps, ddof)
+    return x, gamma, beta, reduce_axes(x.ndim), check_eps(eps), check_ddof(ddof)
+
+
+def forward(x, gamma, beta, eps=1e-5, ddof=0):
+    """Batch norm in training mode; returns (y, cache). `ddof=1` gives Bessel's correction."""
+    x, gamma, beta, axes, eps, ddof = check_training_args(x, gamma, beta, eps, ddof)
+    return normalize_forward(x, gamma, beta, axes, eps, ddof)
 
 
 def _param_grads(dy, cache):
@@ -112,10 +118,12 @@ def backward_staged(dy, cache):
     dy = check_dy(dy, cache.xhat.shape, cache.xhat.dtype)
     axes, B, ddof = cache.axes, cache.B, cache.ddof
     xmu, std, ivar, xhat = cache.xmu, cache.std, cache.ivar, cache.xhat
+    pshape = _param_out_shape(cache)
     # y = gxhat + beta
     dgxhat = dy
-    dgamma, dbeta = _param_grads(dy, cache)
+    dbeta = dy.sum(axis=cache.param_axes).reshape(pshape)
     # gxhat = gamma * xhat
+    dgamma = (dgxhat * xhat).sum(axis=cache.param_axes).reshape(pshape)
     dxhat = cache.gamma * dgxhat
     # xhat = xmu * ivar
     dxmu = dxhat * ivar
@@ -175,7 +183,7 @@ def backward_eval(dy, cache):
 
 def update_running_stats(running_mean, running_var, cache, momentum=0.1):
     """PyTorch's update: running = (1 - momentum) * running + momentum * batch, unbiased variance."""
-    if not np.isscalar(momentum) or not 0 <= momentum <= 1:
+    if not is_real_number(momentum) or not 0 <= momentum <= 1:
         raise ValueError(f"momentum must be a number in [0, 1]; got {momentum!r}")
     C = cache.mu.size
     rmean = check_param(running_mean, "running_mean", C, cache.mu.dtype)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import engine
-from ._checks import check_ddof, check_eps, check_input, check_param, check_training_batch, param_shape, reduce_axes
-from .batchnorm import _refuse_zero_variance
+from ._checks import check_dy
+from .batchnorm import _refuse_zero_variance, check_training_args
 
 
 @dataclass
@@ -37,13 +37,8 @@ class BNGraph:
 
 def batchnorm_graph(x, gamma, beta, eps=1e-5, ddof=0) -> BNGraph:
     """Build training-mode batch norm node by node; the same checks as `bnbackprop.forward` apply."""
-    x = check_input(x)
-    check_training_batch(x.shape)
-    eps, ddof = check_eps(eps), check_ddof(ddof)
-    shape, axes = param_shape(x.ndim, x.shape[1]), reduce_axes(x.ndim)
-    n = {"x": engine.leaf(x, "x")}
-    n["gamma"] = engine.leaf(check_param(gamma, "gamma", x.shape[1], x.dtype).reshape(shape), "gamma")
-    n["beta"] = engine.leaf(check_param(beta, "beta", x.shape[1], x.dtype).reshape(shape), "beta")
+    x, gamma, beta, axes, eps, ddof = check_training_args(x, gamma, beta, eps, ddof)
+    n = {"x": engine.leaf(x, "x"), "gamma": engine.leaf(gamma, "gamma"), "beta": engine.leaf(beta, "beta")}
     n["mu"] = n["x"].mean(axes, keepdims=True).named("mu")
     n["xmu"] = (n["x"] - n["mu"]).named("xmu")
     n["xmusq"] = (n["xmu"] ** 2).named("xmusq")
@@ -61,5 +56,6 @@ def batchnorm_graph(x, gamma, beta, eps=1e-5, ddof=0) -> BNGraph:
 
 def engine_backward(dy, x, gamma, beta, eps=1e-5, ddof=0):
     """(dx, dgamma, dbeta) from the engine: a third, independent route to the same gradients."""
-    grads = batchnorm_graph(x, gamma, beta, eps, ddof).backward(np.asarray(dy, dtype=float))
+    graph = batchnorm_graph(x, gamma, beta, eps, ddof)
+    grads = graph.backward(check_dy(dy, graph.y.shape, np.float64))
     return grads["x"], grads["gamma"].ravel(), grads["beta"].ravel()

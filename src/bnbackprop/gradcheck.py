@@ -59,3 +59,12 @@ def check_vjp(f, vjp, x, rng: np.random.Generator, tol: float = 1e-6, trials: in
     if worst > tol:
         raise AssertionError(f"VJP disagrees with finite differences: relative error {worst:.3e} > {tol:.1e}")
     return worst
+
+
+def scaled_error(a, b) -> float:
+    """max|a - b| relative to the largest entry of a or b: immune to entries that cancel to near zero."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"scaled_error needs arrays of one shape; got {a.shape} and {b.shape}")
+    scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(b), initial=0.0)))
+    return float(np.max(np.abs(a - b), initial=0.0)) / scale if scale > 0 else 0.0

@@ -15,7 +15,7 @@ class Name(NamedTuple):
 
 NAME_TABLE: tuple[Name, ...] = (
     Name("x", r"x", "input batch, shape (N, D) or (N, C, ...)"),
-    Name("B", r"B", "values per channel that are reduced over (N, or N*H*W for NCHW)"),
+    Name("B", r"B", "values per channel that are reduced over (N, or N·H·W for NCHW)"),
     Name("mu", r"\mu", "batch mean per channel"),
     Name("xmu", r"\bar{x}", "centered input, x - mu"),
     Name("xmusq", r"\bar{x}^2", "squared centered input"),

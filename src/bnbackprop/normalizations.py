@@ -1,0 +1,165 @@
+"""One derivation, many normalizations: batch, layer, instance and group norm as choices of axes.
+
+`normalize` standardizes `x` over any set of `axes` and applies `gamma`, `beta`, which vary along
+the axes not in `param_axes`. It builds on `batchnorm.normalize_forward`, and its backward is
+`batchnorm.backward`, the compact formula with B = the number of values in one statistic.
+GroupNorm first views (N, C, ...) as (N, G, C//G, ...), so a cache remembers the caller's shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import batchnorm
+from ._checks import as_float_array, check_ddof, check_eps, check_finite, check_input, reduce_axes
+
+
+@dataclass(frozen=True)
+class NormCache:
+    """The core batch-norm cache plus the shapes the caller used (they differ for GroupNorm)."""
+
+    core: batchnorm.Cache
+    x_shape: tuple[int, ...]
+    param_shape: tuple[int, ...]
+
+
+def check_axes(axes, ndim: int, name: str = "axes") -> tuple[int, ...]:
+    """Axes must be distinct integers in [-ndim, ndim); return them sorted and non-negative."""
+    try:
+        raw = (axes,) if np.isscalar(axes) else tuple(axes)
+    except TypeError:
+        raw = None
+    if raw is None or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in raw):
+        raise ValueError(f"{name} must be an int or a tuple of ints, like (0, 2, 3); got {axes!r}")
+    if any(not -ndim <= a < ndim for a in raw):
+        raise ValueError(f"{name}={axes!r} is out of range for an array with {ndim} dimensions")
+    fixed = tuple(sorted(int(a) % ndim for a in raw))
+    if len(set(fixed)) != len(fixed):
+        raise ValueError(f"{name}={axes!r} names an axis twice")
+    return fixed
+
+
+def _check_norm_param(p, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A parameter must have x's sizes along the axes it varies over."""
+    arr = as_float_array(p, name)
+    if arr.shape != shape:
+        raise ValueError(
+            f"{name} has shape {arr.shape}; expected {shape}: x's sizes along the axes not in param_axes"
+        )
+    check_finite(arr, name)
+    return arr.astype(dtype, copy=False)
+
+
+def normalize(x, gamma, beta, axes, param_axes=None, eps=1e-5, ddof=0):
+    """Normalize x over `axes`; gamma and beta vary along the axes not in `param_axes` (default: `axes`)."""
+    x = check_input(x)
+    axes = check_axes(axes, x.ndim)
+    if not axes:
+        raise ValueError("axes must name at least one axis to take the statistics over")
+    param_axes = axes if param_axes is None else check_axes(param_axes, x.ndim, "param_axes")
+    eps, ddof = check_eps(eps), check_ddof(ddof)
+    B = int(np.prod([x.shape[a] for a in axes]))
+    if B < 2:
+        raise ValueError(
+            f"Expected more than 1 value per statistic when training; axes {axes} of shape {x.shape} hold {B}: "
+            "xhat would be 0 and dx would be 0. Reduce over more values."
+        )
+    pshape = tuple(n for a, n in enumerate(x.shape) if a not in param_axes)
+    bshape = tuple(1 if a in param_axes else n for a, n in enumerate(x.shape))
+    gamma_b = _check_norm_param(gamma, "gamma", pshape, x.dtype).reshape(bshape)
+    beta_b = _check_norm_param(beta, "beta", pshape, x.dtype).reshape(bshape)
+    y, core = batchnorm.normalize_forward(x, gamma_b, beta_b, axes, eps, ddof, param_axes)
+    return y, NormCache(core, x.shape, pshape)
+
+
+def backward(dy, cache: NormCache):
+    """(dx, dgamma, dbeta) by the compact batch-norm formula, in the caller's shapes."""
+    if not isinstance(cache, NormCache):
+        raise ValueError(f"cache must be the NormCache that a normalization returned; got {type(cache).__name__}")
+    dy = as_float_array(dy, "dy")
+    if dy.shape != cache.x_shape:
+        raise ValueError(f"dy has shape {dy.shape}; expected {cache.x_shape}, the shape of y")
+    dx, dgamma, dbeta = batchnorm.backward(dy.reshape(cache.core.x.shape), cache.core)
+    return dx.reshape(cache.x_shape), dgamma.reshape(cache.param_shape), dbeta.reshape(cache.param_shape)
+
+
+def _check_channels(x, kind: str, min_ndim: int = 2) -> np.ndarray:
+    """x as (N, C, ...), with at least `min_ndim` dimensions."""
+    x = check_input(x)
+    if x.ndim < min_ndim:
+        raise ValueError(f"{kind} needs x of shape (N, C, H, ...) with at least {min_ndim} dimensions; got {x.shape}")
+    return x
+
+
+def batch_norm(x, gamma, beta, eps=1e-5, ddof=0):
+    """Batch norm: one statistic per channel, over N and every spatial axis; gamma of shape (C,)."""
+    x = _check_channels(x, "batch_norm")
+    return normalize(x, gamma, beta, reduce_axes(x.ndim), eps=eps, ddof=ddof)
+
+
+def layer_norm(x, gamma, beta, eps=1e-5, ddof=0):
+    """LayerNorm: one statistic per sample, over C and every spatial axis; gamma of shape x.shape[1:]."""
+    x = _check_channels(x, "layer_norm")
+    return normalize(x, gamma, beta, tuple(range(1, x.ndim)), param_axes=(0,), eps=eps, ddof=ddof)
+
+
+def instance_norm(x, gamma, beta, eps=1e-5, ddof=0):
+    """InstanceNorm: one statistic per sample and channel, over the spatial axes; gamma of shape (C,)."""
+    x = _check_channels(x, "instance_norm", min_ndim=3)
+    spatial = tuple(range(2, x.ndim))
+    return normalize(x, gamma, beta, spatial, param_axes=(0, *spatial), eps=eps, ddof=ddof)
+
+
+def group_shape(shape: tuple[int, ...], groups: int) -> tuple[int, ...]:
+    """(N, C, ...) viewed as (N, G, C//G, ...); refuses a G that does not divide C."""
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"groups must be a positive integer; got {groups!r}")
+    C = shape[1]
+    if C % groups:
+        raise ValueError(f"groups={groups} does not divide the {C} channels; choose G with C % G == 0")
+    return (shape[0], int(groups), C // int(groups), *shape[2:])
+
+
+def group_norm(x, gamma, beta, groups, eps=1e-5, ddof=0):
+    """GroupNorm: one statistic per sample and group of C//G channels; gamma of shape (C,), per channel."""
+    x = _check_channels(x, "group_norm")
+    view = group_shape(x.shape, groups)
+    C = x.shape[1]
+    # In the (N, G, C//G, ...) view a per-channel gamma is a (G, C//G) table.
+    gamma = _check_norm_param(gamma, "gamma", (C,), x.dtype).reshape(view[1:3])
+    beta = _check_norm_param(beta, "beta", (C,), x.dtype).reshape(view[1:3])
+    spatial = tuple(range(3, len(view)))
+    y, cache = normalize(x.reshape(view), gamma, beta, (2, *spatial), param_axes=(0, *spatial), eps=eps, ddof=ddof)
+    return y.reshape(x.shape), NormCache(cache.core, x.shape, (C,))
+
+
+def statistic_members(cache: NormCache, index) -> np.ndarray:
+    """Boolean mask over x: the values that share one mean and variance with x[index]."""
+    core = cache.core
+    if len(index) != len(cache.x_shape) or not all(0 <= i < n for i, n in zip(index, cache.x_shape)):
+        raise ValueError(f"index must be a position in x of shape {cache.x_shape}, one entry per axis; got {index!r}")
+    flat = np.ravel_multi_index(index, cache.x_shape)
+    at = np.unravel_index(flat, core.x.shape)
+    # Members agree with x[index] on every axis that is not reduced over.
+    grids = np.indices(core.x.shape, sparse=True)
+    mask = np.ones(core.x.shape, dtype=bool)
+    for a, grid in enumerate(grids):
+        if a not in core.axes:
+            mask &= grid == at[a]
+    return mask.reshape(cache.x_shape)
+
+
+__all__ = [
+    "NormCache",
+    "backward",
+    "batch_norm",
+    "check_axes",
+    "group_norm",
+    "group_shape",
+    "instance_norm",
+    "layer_norm",
+    "normalize",
+    "statistic_members",
+]
