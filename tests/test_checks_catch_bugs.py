@@ -88,3 +88,12 @@ def test_numerical_gradient_and_jacobian():
     x = np.array([[0.5, -1.0], [2.0, 0.25]])
     np.testing.assert_allclose(bn.numerical_gradient(lambda v: float(np.sum(v**3)), x), 3 * x**2, rtol=1e-8)
     np.testing.assert_allclose(bn.numerical_jacobian(lambda v: v**2, x), np.diag(2 * x.ravel()), atol=1e-8)
+
+
+def test_a_nan_gradient_never_passes_as_small():
+    rng = np.random.default_rng(46)
+    x = rng.normal(size=(3, 2))
+    assert bn.rel_error(np.array([0.0, np.nan]), np.array([0.0, 1.0])) == float("inf")
+    assert bn.scaled_error(np.array([np.nan, 1.0]), np.array([1.0, 1.0])) == float("inf")
+    with pytest.raises(AssertionError, match="VJP disagrees"):
+        bn.check_vjp(np.sin, lambda u: np.full_like(u, np.nan), x, rng)

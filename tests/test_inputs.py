@@ -137,3 +137,48 @@ def test_engine_backward_checks_dy():
     dy[0, 0] = np.inf
     with pytest.raises(ValueError, match=r"dy must be finite"):
         bn.engine_backward(dy, X, GAMMA, BETA)
+
+
+def test_engine_refuses_a_non_finite_seed():
+    graph = bn.batchnorm_graph(X, GAMMA, BETA)
+    seed = DY.copy()
+    seed[1, 1] = np.nan
+    with pytest.raises(ValueError, match=r"seed must be finite"):
+        graph.backward(seed)
+
+
+@pytest.mark.parametrize("backward", [bn.backward, bn.backward_staged])
+def test_backward_needs_the_forward_cache(backward):
+    with pytest.raises(ValueError, match=r"cache must be the Cache that bnbackprop.forward returned; got tuple"):
+        backward(DY, (1, 2, 3))
+
+
+def test_running_stats_need_two_values_per_channel():
+    _, cache = bn.normalize_forward(X[:1], GAMMA[None], BETA[None], axes=(0,))
+    with pytest.raises(ValueError, match=r"unbiased variance needs at least 2 values per channel; the cache has B = 1"):
+        bn.update_running_stats(np.zeros(4), np.ones(4), cache)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"eps": -1.0}, r"eps must be a finite number >= 0"),
+    ({"ddof": 2}, r"ddof must be 0"),
+    ({"axes": (0, 0)}, r"names an axis twice"),
+    ({"axes": (2,)}, r"out of range for an array with 2 dimensions"),
+    ({"axes": "0"}, r"axes must be an int or a tuple of ints"),
+    ({"gamma_b": np.ones((6, 1))}, r"gamma_b has shape \(6, 1\); expected \(1, 4\): 1 along param_axes"),
+    ({"beta_b": np.ones(4)}, r"beta_b has shape \(4,\); expected \(1, 4\)"),
+    ({"x": X[:1], "ddof": 1}, r"hold 1 value\(s\) per statistic; with ddof=1 the variance divides by B - ddof = 0"),
+    ({"x": np.where(np.eye(6, 4) > 0, np.nan, X)}, r"x must be finite"),
+])
+def test_normalize_forward_checks_its_input(kwargs, match):
+    x = kwargs.pop("x", X)
+    args = {"gamma_b": GAMMA[None], "beta_b": BETA[None], "axes": (0,), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        bn.normalize_forward(x, **args)
+
+
+def test_normalize_forward_allows_one_value_with_ddof_zero():
+    """Chapter 6 needs the unguarded B = 1 case to show what training would do with it."""
+    y, cache = bn.normalize_forward(X[:1], GAMMA[None], BETA[None], axes=(0,))
+    np.testing.assert_array_equal(cache.xhat, 0.0)
+    np.testing.assert_allclose(y, BETA[None])

@@ -96,3 +96,12 @@ def test_bad_input_gets_a_clear_value_error(call, match):
     x, gamma, beta, _ = data()
     with pytest.raises(ValueError, match=match):
         call(x, gamma, beta)
+
+
+def test_sync_refuses_eps_zero_with_a_constant_channel_like_one_device():
+    x = np.random.default_rng(61).normal(2.0, 1.0, (8, 3))
+    x[:, 1] = 0.7
+    with pytest.raises(ValueError, match="eps = 0 with a channel of zero variance"):
+        sync_forward(split_batch(x, 2), np.ones(3), np.zeros(3), Devices(2), eps=0.0)
+    with pytest.raises(ValueError, match="eps = 0 with a channel of zero variance"):
+        forward(x, np.ones(3), np.zeros(3), eps=0.0)

@@ -101,3 +101,19 @@ def check_dy(dy, y_shape: tuple[int, ...], dtype) -> np.ndarray:
         raise ValueError(f"dy has shape {arr.shape}; expected {tuple(y_shape)}, the shape of y")
     check_finite(arr, "dy")
     return arr.astype(dtype, copy=False)
+
+
+def check_axes(axes, ndim: int, name: str = "axes") -> tuple[int, ...]:
+    """Axes must be distinct integers in [-ndim, ndim); return them sorted and non-negative."""
+    try:
+        raw = (axes,) if np.isscalar(axes) else tuple(axes)
+    except TypeError:
+        raw = None
+    if raw is None or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in raw):
+        raise ValueError(f"{name} must be an int or a tuple of ints, like (0, 2, 3); got {axes!r}")
+    if any(not -ndim <= a < ndim for a in raw):
+        raise ValueError(f"{name}={axes!r} is out of range for an array with {ndim} dimensions")
+    fixed = tuple(sorted(int(a) % ndim for a in raw))
+    if len(set(fixed)) != len(fixed):
+        raise ValueError(f"{name}={axes!r} names an axis twice")
+    return fixed

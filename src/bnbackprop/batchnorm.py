@@ -12,9 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._checks import (
+    as_float_array,
+    check_axes,
     check_ddof,
     check_dy,
     check_eps,
+    check_finite,
     check_input,
     check_param,
     check_training_batch,
@@ -43,33 +46,66 @@ class Cache:
     B: int  # values per statistic
 
 
-def normalize_forward(x, gamma_b, beta_b, axes, eps, ddof, param_axes=None):
-    """Normalize `x` over `axes` and apply broadcast-shaped `gamma_b`, `beta_b`; return (y, cache)."""
+def normalize_unchecked(x, gamma_b, beta_b, axes, eps, ddof, param_axes=None):
+    """Normalize `x` over `axes` with broadcast-shaped `gamma_b`, `beta_b`; the caller has checked the input."""
     B = int(np.prod([x.shape[a] for a in axes]))
     mu = x.mean(axis=axes, keepdims=True)
     xmu = x - mu
     # Two passes: subtracting mu first keeps the variance exact under large offsets.
     var = (xmu * xmu).sum(axis=axes, keepdims=True) / (B - ddof)
     if eps == 0:
-        _refuse_zero_variance(x, var, axes)
+        refuse_zero_variance(np.abs(x).max(axis=axes, keepdims=True), var)
+    return normalize_with_stats(x, mu, xmu, var, gamma_b, beta_b, axes, eps, ddof, param_axes, B)
+
+
+def normalize_with_stats(x, mu, xmu, var, gamma_b, beta_b, axes, eps, ddof, param_axes, B):
+    """The rest of the forward once mu and var are known (on one device or all-reduced); returns (y, cache)."""
     std = np.sqrt(var + eps)
     ivar = 1.0 / std
     xhat = xmu * ivar
     y = gamma_b * xhat + beta_b
     axes_p = axes if param_axes is None else param_axes
-    cache = Cache(x, mu, xmu, var, std, ivar, xhat, gamma_b, eps, ddof, axes, axes_p, B)
-    return y, cache
+    return y, Cache(x, mu, xmu, var, std, ivar, xhat, gamma_b, eps, ddof, axes, axes_p, B)
 
 
-def _refuse_zero_variance(x, var, axes):
-    """With eps = 0, a constant channel divides 0 by 0; rounding may leave a tiny var instead."""
-    scale = np.abs(x).max(axis=axes, keepdims=True)
-    tiny = (16 * np.finfo(x.dtype).eps * scale) ** 2
+def refuse_zero_variance(absmax, var):
+    """With eps = 0, a constant channel divides 0 by 0; rounding may leave a tiny var instead of 0."""
+    tiny = (16 * np.finfo(var.dtype).eps * absmax) ** 2
     if np.any(var <= tiny):
         raise ValueError(
             "eps = 0 with a channel of zero variance: xhat = 0/0 there. "
             "Use eps > 0 (for example 1e-5), or give every channel at least two distinct values."
         )
+
+
+def normalize_forward(x, gamma_b, beta_b, axes, eps=1e-5, ddof=0, param_axes=None):
+    """Normalize `x` over any `axes`; gamma_b, beta_b are 1 along `param_axes` (default `axes`) and x's size elsewhere."""
+    x = check_input(x)
+    axes = check_axes(axes, x.ndim)
+    param_axes = axes if param_axes is None else check_axes(param_axes, x.ndim, "param_axes")
+    eps, ddof = check_eps(eps), check_ddof(ddof)
+    B = int(np.prod([x.shape[a] for a in axes]))
+    if B - ddof < 1:
+        raise ValueError(f"axes {axes} of x with shape {x.shape} hold {B} value(s) per statistic; "
+                         f"with ddof={ddof} the variance divides by B - ddof = {B - ddof}: need B > ddof")
+    bshape = tuple(1 if a in param_axes else n for a, n in enumerate(x.shape))
+    gamma_b, beta_b = (_check_broadcast_param(p, name, bshape, x.dtype) for p, name in ((gamma_b, "gamma_b"), (beta_b, "beta_b")))
+    return normalize_unchecked(x, gamma_b, beta_b, axes, eps, ddof, param_axes)
+
+
+def _check_broadcast_param(p, name, bshape, dtype):
+    """A broadcast-shaped parameter: size 1 along param_axes, x's size along the rest."""
+    arr = as_float_array(p, name)
+    if arr.shape != bshape:
+        raise ValueError(f"{name} has shape {arr.shape}; expected {bshape}: 1 along param_axes, x's size elsewhere")
+    check_finite(arr, name)
+    return arr.astype(dtype, copy=False)
+
+
+def _check_cache(cache):
+    """The backward passes need the Cache that a training forward returned."""
+    if not isinstance(cache, Cache):
+        raise ValueError(f"cache must be the Cache that bnbackprop.forward returned; got {type(cache).__name__}")
 
 
 def check_training_args(x, gamma, beta, eps, ddof):
@@ -85,7 +121,7 @@ def check_training_args(x, gamma, beta, eps, ddof):
 def forward(x, gamma, beta, eps=1e-5, ddof=0):
     """Batch norm in training mode; returns (y, cache). `ddof=1` gives Bessel's correction."""
     x, gamma, beta, axes, eps, ddof = check_training_args(x, gamma, beta, eps, ddof)
-    return normalize_forward(x, gamma, beta, axes, eps, ddof)
+    return normalize_unchecked(x, gamma, beta, axes, eps, ddof)
 
 
 def _param_grads(dy, cache):
@@ -101,20 +137,26 @@ def _param_out_shape(cache):
     return tuple(n for a, n in enumerate(cache.gamma.shape) if a not in cache.param_axes)
 
 
+def compact_dx(g, sum_g, sum_gxhat, cache):
+    """dx = (g - sum(g)/B - xhat * sum(g*xhat)/(B - ddof)) / s: the two sums may come from an all-reduce."""
+    # sum(g*xhat)/(B - ddof) is B/(B-ddof) times mean(g*xhat): the n/(n-1) factor of a Bessel forward.
+    return (g - sum_g / cache.B - cache.xhat * (sum_gxhat / (cache.B - cache.ddof))) * cache.ivar
+
+
 def backward(dy, cache):
     """Compact backward: dx = (g - mean(g) - xhat * sum(g*xhat)/(B-ddof)) / s, with g = gamma*dy."""
+    _check_cache(cache)
     dy = check_dy(dy, cache.xhat.shape, cache.xhat.dtype)
     dgamma, dbeta = _param_grads(dy, cache)
     g = cache.gamma * dy
-    mean_g = g.mean(axis=cache.axes, keepdims=True)
-    # B/(B-ddof) times mean(g*xhat): the n/(n-1) factor of a Bessel forward.
-    proj = (g * cache.xhat).sum(axis=cache.axes, keepdims=True) / (cache.B - cache.ddof)
-    dx = (g - mean_g - cache.xhat * proj) * cache.ivar
-    return dx, dgamma, dbeta
+    sum_g = g.sum(axis=cache.axes, keepdims=True)
+    sum_gxhat = (g * cache.xhat).sum(axis=cache.axes, keepdims=True)
+    return compact_dx(g, sum_g, sum_gxhat, cache), dgamma, dbeta
 
 
 def backward_staged(dy, cache):
     """Backward node by node, in reverse order of the forward; `+=` where a node fans out."""
+    _check_cache(cache)
     dy = check_dy(dy, cache.xhat.shape, cache.xhat.dtype)
     axes, B, ddof = cache.axes, cache.B, cache.ddof
     xmu, std, ivar, xhat = cache.xmu, cache.std, cache.ivar, cache.xhat
@@ -185,6 +227,9 @@ def update_running_stats(running_mean, running_var, cache, momentum=0.1):
     """PyTorch's update: running = (1 - momentum) * running + momentum * batch, unbiased variance."""
     if not is_real_number(momentum) or not 0 <= momentum <= 1:
         raise ValueError(f"momentum must be a number in [0, 1]; got {momentum!r}")
+    _check_cache(cache)
+    if cache.B < 2:
+        raise ValueError(f"the unbiased variance needs at least 2 values per channel; the cache has B = {cache.B}")
     C = cache.mu.size
     rmean = check_param(running_mean, "running_mean", C, cache.mu.dtype)
     rvar = check_param(running_var, "running_var", C, cache.mu.dtype)
@@ -203,5 +248,7 @@ __all__ = [
     "forward",
     "forward_eval",
     "normalize_forward",
+    "normalize_unchecked",
+    "compact_dx",
     "update_running_stats",
 ]

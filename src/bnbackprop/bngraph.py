@@ -8,7 +8,7 @@ import numpy as np
 
 from . import engine
 from ._checks import check_dy
-from .batchnorm import _refuse_zero_variance, check_training_args
+from .batchnorm import check_training_args, refuse_zero_variance
 
 
 @dataclass
@@ -44,7 +44,7 @@ def batchnorm_graph(x, gamma, beta, eps=1e-5, ddof=0) -> BNGraph:
     n["xmusq"] = (n["xmu"] ** 2).named("xmusq")
     n["var"] = n["xmusq"].mean(axes, keepdims=True, ddof=ddof).named("var")
     if eps == 0:
-        _refuse_zero_variance(x, n["var"].value, axes)
+        refuse_zero_variance(np.abs(x).max(axis=axes, keepdims=True), n["var"].value)
     n["vareps"] = (n["var"] + eps).named("vareps")
     n["std"] = n["vareps"].sqrt().named("std")
     n["ivar"] = (n["std"] ** -1).named("ivar")

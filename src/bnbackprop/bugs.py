@@ -49,17 +49,23 @@ def variance_term_dropped(dy, cache):
 
 
 def mean_via_variance_dropped(dy, cache):
-    """darknet #29: the variance's term into mu left out. Not a bug: it is sum(x - mu) times a constant, so 0."""
-    g, mean_g, proj = _parts(dy, cache)
-    return (_dx(g, mean_g, cache.xhat, proj, cache.ivar), *_param_grads(dy, cache))
+    """darknet #29, in the paper's staged form: dmu without the variance's share. Harmless: that share is a multiple of sum(x - mu) = 0."""
+    axes, B, ddof, ivar = cache.axes, cache.B, cache.ddof, cache.ivar
+    dxhat = cache.gamma * dy
+    dvar = -0.5 * (dxhat * cache.xmu).sum(axis=axes, keepdims=True) * ivar**3
+    # The full dmu would add dvar * sum(-2 * xmu) / (B - ddof); that sum is 0 up to rounding.
+    dmu = -(dxhat * ivar).sum(axis=axes, keepdims=True)
+    dx = dxhat * ivar + dvar * 2.0 * cache.xmu / (B - ddof) + dmu / B
+    return (dx, *_param_grads(dy, cache))
 
 
 def mean_via_variance_misrestored(dy, cache):
-    """darknet #1723 style: the zero term 'restored' per element, -2 * xmu * dvar / B, without the sum."""
+    """A tempting 'fix' of that term: -2 * xmu_i * dvar / B added to dmu per element instead of summed (so 0)."""
     g, mean_g, proj = _parts(dy, cache)
-    dvar = -0.5 * proj * (cache.B - cache.ddof) / cache.B * cache.ivar**2
-    extra = -2.0 * cache.xmu * dvar / cache.B
-    return (_dx(g, mean_g, cache.xhat, proj, cache.ivar) + extra, *_param_grads(dy, cache))
+    dvar = -0.5 * proj * (cache.B - cache.ddof) * cache.ivar**2  # the true dL/dvar
+    dmu_extra = -2.0 * cache.xmu * dvar / cache.B
+    # dmu reaches every x_j divided by B, so the per-element 'term' arrives as dmu_extra / B.
+    return (_dx(g, mean_g, cache.xhat, proj, cache.ivar) + dmu_extra / cache.B, *_param_grads(dy, cache))
 
 
 def bessel_mismatch(dy, cache):
@@ -70,7 +76,7 @@ def bessel_mismatch(dy, cache):
 
 
 def eps_outside_sqrt(dy, cache):
-    """s computed as sqrt(var) + eps instead of sqrt(var + eps): off by about eps / (2 var)."""
+    """s computed as sqrt(var) + eps instead of sqrt(var + eps): dx scaled by about 1 - eps/sigma + eps/(2 var)."""
     g, mean_g, proj = _parts(dy, cache)
     ivar = 1.0 / (np.sqrt(cache.var) + cache.eps)
     return (_dx(g, mean_g, cache.xhat, proj, ivar), *_param_grads(dy, cache))

@@ -249,6 +249,8 @@ def backward(out: Node, seed=None) -> Gradients:
     seed = np.ones_like(out.value) if seed is None else np.asarray(seed, dtype=float)
     if seed.shape != out.shape:
         raise ValueError(f"seed has shape {seed.shape}; expected {out.shape}, the shape of the output node")
+    if not np.all(np.isfinite(seed)):
+        raise ValueError("seed must be finite; it holds NaN or infinite values")
     grads, contributions = {id(out): seed}, defaultdict(list)
     for node in reversed(order):
         if node is not out:

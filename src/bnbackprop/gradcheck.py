@@ -12,6 +12,8 @@ def rel_error(a, b) -> float:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"rel_error needs arrays of one shape; got {a.shape} and {b.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return float("inf")  # NaN would compare False with every tolerance and pass as 'small'
     return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
 
 
@@ -50,13 +52,15 @@ def vjp_directional_error(f, vjp, x, rng: np.random.Generator, h: float = 1e-6) 
     v = rng.standard_normal(x.shape)
     numeric = np.sum(u * (np.asarray(f(x + h * v)) - np.asarray(f(x - h * v)))) / (2 * h)
     analytic = np.sum(np.asarray(vjp(u)) * v)
+    if not (np.isfinite(numeric) and np.isfinite(analytic)):
+        return float("inf")
     return abs(numeric - analytic) / max(1e-8, abs(numeric) + abs(analytic))
 
 
 def check_vjp(f, vjp, x, rng: np.random.Generator, tol: float = 1e-6, trials: int = 3, h: float = 1e-6) -> float:
     """Assert, in the style of HIPS autograd's check_vjp, that vjp matches f in random directions."""
     worst = max(vjp_directional_error(f, vjp, x, rng, h) for _ in range(trials))
-    if worst > tol:
+    if not worst <= tol:  # also fails on NaN
         raise AssertionError(f"VJP disagrees with finite differences: relative error {worst:.3e} > {tol:.1e}")
     return worst
 
@@ -66,5 +70,7 @@ def scaled_error(a, b) -> float:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"scaled_error needs arrays of one shape; got {a.shape} and {b.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return float("inf")
     scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(b), initial=0.0)))
     return float(np.max(np.abs(a - b), initial=0.0)) / scale if scale > 0 else 0.0

@@ -1,7 +1,7 @@
 """One derivation, many normalizations: batch, layer, instance and group norm as choices of axes.
 
 `normalize` standardizes `x` over any set of `axes` and applies `gamma`, `beta`, which vary along
-the axes not in `param_axes`. It builds on `batchnorm.normalize_forward`, and its backward is
+the axes not in `param_axes`. It builds on `batchnorm.normalize_unchecked`, and its backward is
 `batchnorm.backward`, the compact formula with B = the number of values in one statistic.
 GroupNorm first views (N, C, ...) as (N, G, C//G, ...), so a cache remembers the caller's shapes.
 """
@@ -13,7 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import batchnorm
-from ._checks import as_float_array, check_ddof, check_eps, check_finite, check_input, reduce_axes
+from ._checks import (
+    as_float_array,
+    check_axes,
+    check_ddof,
+    check_eps,
+    check_finite,
+    check_input,
+    reduce_axes,
+)
 
 
 @dataclass(frozen=True)
@@ -23,22 +31,6 @@ class NormCache:
     core: batchnorm.Cache
     x_shape: tuple[int, ...]
     param_shape: tuple[int, ...]
-
-
-def check_axes(axes, ndim: int, name: str = "axes") -> tuple[int, ...]:
-    """Axes must be distinct integers in [-ndim, ndim); return them sorted and non-negative."""
-    try:
-        raw = (axes,) if np.isscalar(axes) else tuple(axes)
-    except TypeError:
-        raw = None
-    if raw is None or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in raw):
-        raise ValueError(f"{name} must be an int or a tuple of ints, like (0, 2, 3); got {axes!r}")
-    if any(not -ndim <= a < ndim for a in raw):
-        raise ValueError(f"{name}={axes!r} is out of range for an array with {ndim} dimensions")
-    fixed = tuple(sorted(int(a) % ndim for a in raw))
-    if len(set(fixed)) != len(fixed):
-        raise ValueError(f"{name}={axes!r} names an axis twice")
-    return fixed
 
 
 def _check_norm_param(p, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -70,7 +62,7 @@ def normalize(x, gamma, beta, axes, param_axes=None, eps=1e-5, ddof=0):
     bshape = tuple(1 if a in param_axes else n for a, n in enumerate(x.shape))
     gamma_b = _check_norm_param(gamma, "gamma", pshape, x.dtype).reshape(bshape)
     beta_b = _check_norm_param(beta, "beta", pshape, x.dtype).reshape(bshape)
-    y, core = batchnorm.normalize_forward(x, gamma_b, beta_b, axes, eps, ddof, param_axes)
+    y, core = batchnorm.normalize_unchecked(x, gamma_b, beta_b, axes, eps, ddof, param_axes)
     return y, NormCache(core, x.shape, pshape)
 
 

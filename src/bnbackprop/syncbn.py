@@ -99,14 +99,13 @@ def sync_forward(shards, gamma, beta, devices: Devices, eps=1e-5, ddof=0):
     # Two passes, as on one device: summing xmu**2 keeps the variance exact under large offsets.
     sq = devices.all_reduce("sum(xmu**2)", [(v * v).sum(axis=axes) for v in xmus])[0]
     var = (sq / (B - ddof)).reshape(gamma.shape)
-    std = np.sqrt(var + eps)
-    ivar = 1.0 / std
-    ys, caches = [], []
-    for s, xmu in zip(shards, xmus):
-        xhat = xmu * ivar
-        ys.append(gamma * xhat + beta)
-        caches.append(batchnorm.Cache(s, mu, xmu, var, std, ivar, xhat, gamma, eps, ddof, axes, axes, B))
-    return ys, caches
+    if eps == 0:
+        # The same guard as on one device; the per-channel max |x| over all shards is a check, not traffic.
+        absmax = np.max([np.abs(s).max(axis=axes, keepdims=True) for s in shards], axis=0)
+        batchnorm.refuse_zero_variance(absmax, var)
+    outs = [batchnorm.normalize_with_stats(s, mu, xmu, var, gamma, beta, axes, eps, ddof, axes, B)
+            for s, xmu in zip(shards, xmus)]
+    return [y for y, _ in outs], [c for _, c in outs]
 
 
 def sync_backward(dys, caches, devices: Devices):
@@ -119,8 +118,7 @@ def sync_backward(dys, caches, devices: Devices):
     sum_g = devices.all_reduce("sum(g)", [g.sum(axis=c0.axes, keepdims=True) for g in gs])[0]
     sum_gxhat = devices.all_reduce("sum(g*xhat)", [(g * c.xhat).sum(axis=c0.axes, keepdims=True)
                                                    for g, c in zip(gs, caches)])[0]
-    mean_g, proj = sum_g / c0.B, sum_gxhat / (c0.B - c0.ddof)
-    dxs = [(g - mean_g - c.xhat * proj) * c.ivar for g, c in zip(gs, caches)]
+    dxs = [batchnorm.compact_dx(g, sum_g, sum_gxhat, c) for g, c in zip(gs, caches)]
     dgamma, dbeta = _reduce_param_grads(dys, caches, devices)
     return dxs, dgamma, dbeta
 
