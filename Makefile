@@ -38,7 +38,7 @@ $(BROWSER_STAMP): $(STAMP) requirements-browser.txt
 ## browser-test: set up, build the book if it is stale, then test every page and the JupyterLab widget in headless Chromium
 browser-test: $(BROWSER_STAMP)
 	bash scripts/ensure-chromium.sh
-	$(BIN)/python -m pytest tests/browser
+	$(BIN)/python -m pytest -n 0 tests/browser
 
 ## vendor: re-fetch the vendored MathJax and widget JavaScript from npm (versions in scripts/vendor.sh)
 vendor: $(STAMP)
