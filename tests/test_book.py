@@ -75,3 +75,25 @@ def test_every_bug_points_at_a_real_section():
         headings = [plain_heading(line) for cell in nbformat.read(path, as_version=4).cells
                     if cell.cell_type == "markdown" for line in cell.source.splitlines() if line.startswith("## ")]
         assert section in headings, (bug.name, path.name, headings)
+
+
+CHAPTERS = [p for p in toc_notebooks() if p.stem != "notation"]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_shape(path):
+    """Title and overview, imports first, two or more exercises with hidden solutions, cited figures."""
+    cells = nbformat.read(path, as_version=4).cells
+    assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# ")
+    first_code = next(c for c in cells if c.cell_type == "code")
+    assert "import" in first_code.source, f"{path.name}: the first code cell should hold the imports"
+    text = "\n".join(c.source for c in cells if c.cell_type == "markdown")
+    exercises = text.count("{admonition} Exercise")
+    assert exercises >= 2 and text.count("{dropdown} Solution") >= exercises
+    solutions = [c for c in cells if c.cell_type == "code" and "hide-cell" in c.metadata.get("tags", [])]
+    assert len(solutions) >= exercises
+    figures = [c.metadata["mystnb"]["figure"] for c in cells if c.metadata.get("mystnb", {}).get("figure")]
+    assert figures, f"{path.name}: no captioned figure"
+    for fig in figures:
+        assert fig.get("caption") and fig.get("name"), fig
+        assert f"`{fig['name']}`" in text, f"{path.name}: figure {fig['name']} is never referenced"
