@@ -44,7 +44,7 @@ import numpy as np
 from .batchnorm import _param_grads
 from .batchnorm import backward as _true_backward
 from .batchnorm import forward as _book_forward
-from .bugs import BUGS, Bug
+from .bugs import BUGS, Bug, _dx
 from .gradcheck import rel_error
 from .reference import autograd_backward
 
@@ -102,7 +102,7 @@ def _wrong_axis_keepdims(dy, cache):
     g = cache.gamma * dy
     mean_g = g.mean(axis=1, keepdims=True)
     proj = (g * cache.xhat).mean(axis=1, keepdims=True)
-    return ((g - mean_g - cache.xhat * proj) * cache.ivar, *_param_grads(dy, cache))
+    return (_dx(g, mean_g, cache.xhat, proj, cache.ivar), *_param_grads(dy, cache))
 
 
 def _variant(name: str, backward_fn: Callable) -> Bug:
