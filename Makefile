@@ -14,10 +14,12 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
-## book: set up, build the HTML book, print the page to open
+## book: set up, build the HTML book, print the page to open (and open it where there is a screen)
 book: $(STAMP)
 	$(BIN)/python -m bnbackprop.build
 	@echo "Open this page in a browser: file://$(CURDIR)/_build/html/index.html"
+	@if [ -z "$$CI" ] && { [ -n "$$DISPLAY" ] || [ "$$(uname)" = Darwin ]; }; then \
+		$(BIN)/python -m webbrowser -t "file://$(CURDIR)/_build/html/index.html" >/dev/null 2>&1 || true; fi
 
 ## test: set up, then run every test (unit, property, nbval on every notebook, the -W book build)
 test: $(STAMP)
