@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._checks import param_shape, reduce_axes
+from ._validate import param_shape, reduce_axes
 from .batchnorm import forward
 from .reference import autograd_backward
 
