@@ -7,7 +7,7 @@ import pytest
 
 import bnbackprop as bn
 from bnbackprop.batches import random_batch
-from bnbackprop.bugs import BUGS
+from bnbackprop.grader.bugs import BUGS
 from bnbackprop.reference import autograd_backward, finite_difference_backward
 
 
