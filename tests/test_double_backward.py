@@ -6,11 +6,11 @@ import autograd.numpy as anp
 import numpy as np
 import pytest
 from autograd import grad
-from conftest import random_batch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bnbackprop import mlp
+from bnbackprop.batches import random_batch
 from bnbackprop.batchnorm import backward, forward
 from bnbackprop.double_backward import double_backward, natural_sizes, penalty_and_grads
 from bnbackprop.gradcheck import check_vjp

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import as_float_array, check_dy, check_eps, check_finite
+from ._validate import as_float_array, check_dy, check_eps, check_finite
 from . import engine
 from .batchnorm import Cache, backward, forward
 from .bngraph import batchnorm_graph
