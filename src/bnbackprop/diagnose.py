@@ -7,7 +7,7 @@
   `batchnorm_forward`, returning ``(out, cache)``, with ``bn_param = {"mode": "train", "eps": eps}``;
   a forward whose fourth parameter is named ``eps`` gets the number instead). Without a
   ``forward_fn`` the cache is this book's `bnbackprop.Cache` from `bnbackprop.forward`: attributes
-  x, mu, xmu, var, std, ivar, xhat, gamma (broadcast shape, e.g. (1, D)), eps, ddof, axes, B.
+  x, mu, xmu, var, s, inv_s, xhat, gamma (broadcast shape, e.g. (1, D)), eps, ddof, axes, B.
 - ``"plain"``: ``backward_fn(x, gamma, beta, dy, eps) -> (dx, dgamma, dbeta)``.
 
 Bessel's correction (makemore divides the variance by B - 1): pass ``ddof=1``. With the reader's
@@ -102,7 +102,7 @@ def _wrong_axis_keepdims(dy, cache):
     g = cache.gamma * dy
     mean_g = g.mean(axis=1, keepdims=True)
     proj = (g * cache.xhat).mean(axis=1, keepdims=True)
-    return (_dx(g, mean_g, cache.xhat, proj, cache.ivar), *_param_grads(dy, cache))
+    return (_dx(g, mean_g, cache.xhat, proj, cache.inv_s), *_param_grads(dy, cache))
 
 
 def _variant(name: str, backward_fn: Callable) -> Bug:
