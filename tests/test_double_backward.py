@@ -85,8 +85,8 @@ def test_a_planted_wrong_rule_fails_the_checks():
     ref = autograd_double_backward(ddx, ddgamma, ddbeta, dy, x, gamma, beta, 1e-5, 0)
     dx2 = double_backward(ddx, ddgamma, ddbeta, dy, cache)[0]
     g = cache.gamma * dy
-    missing = -g * (ddx * cache.xhat).sum(axis=0) / cache.B * cache.ivar
-    wrong = dx2 - (missing - missing.mean(axis=0) - cache.xhat * (missing * cache.xhat).mean(axis=0)) * cache.ivar
+    missing = -g * (ddx * cache.xhat).sum(axis=0) / cache.B * cache.inv_s
+    wrong = dx2 - (missing - missing.mean(axis=0) - cache.xhat * (missing * cache.xhat).mean(axis=0)) * cache.inv_s
     assert np.abs(dx2 - ref[0]).max() < 1e-12 * np.abs(ref[0]).max()
     assert np.abs(wrong - ref[0]).max() > 0.05 * np.abs(ref[0]).max()
 

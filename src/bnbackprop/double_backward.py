@@ -59,23 +59,23 @@ def _check_args(ddx, ddgamma, ddbeta, dy, cache):
 def dx2_paths(ddx, ddgamma, dy, cache):
     """The four parts of dx2, one per path from x into the backward's outputs; they sum to dx2."""
     ddx, ddgamma_b, _, dy, _ = _check_args(ddx, ddgamma, None, dy, cache)
-    project, xhat, ivar = _Projection(cache), cache.xhat, cache.ivar
+    project, xhat, inv_s = _Projection(cache), cache.xhat, cache.inv_s
     dof = project.dof  # the variance divides by B - ddof
     # The first backward, line by line (only the intermediates the reverse needs).
     g = cache.gamma * dy
     sum_gxhat = project.total(g * xhat)
-    # dx = project(g) * ivar, where project uses xhat twice: directly, and through sum_gxhat.
+    # dx = project(g) * inv_s, where project uses xhat twice: directly, and through sum_gxhat.
     # Reverse: dxhat collects both uses (a triangle one level up), then xhat's own backward takes it to x.
-    dxhat_direct = -ddx * (sum_gxhat / dof) * ivar
-    dxhat_through_sum = -g * (project.total(ddx * xhat) / dof) * ivar
+    dxhat_direct = -ddx * (sum_gxhat / dof) * inv_s
+    dxhat_through_sum = -g * (project.total(ddx * xhat) / dof) * inv_s
     dxhat_dgamma = ddgamma_b * dy  # dgamma = sum(dy * xhat)
-    # dx also depends on x through ivar = 1/s, with s**2 = var + eps: ds/dx = xhat/(B - ddof).
-    dstd = -project.total(ddx * project(g)) * ivar**2
+    # dx also depends on x through inv_s = 1/s, with s**2 = var + eps: ds/dx = xhat/(B - ddof).
+    ds = -project.total(ddx * project(g)) * inv_s**2
     return {
-        "xhat, directly": project(dxhat_direct) * ivar,
-        "xhat, through sum_gxhat": project(dxhat_through_sum) * ivar,
-        "s": dstd * xhat / dof,
-        "dgamma": project(dxhat_dgamma) * ivar,
+        "xhat, directly": project(dxhat_direct) * inv_s,
+        "xhat, through sum_gxhat": project(dxhat_through_sum) * inv_s,
+        "s": ds * xhat / dof,
+        "dgamma": project(dxhat_dgamma) * inv_s,
     }
 
 
@@ -83,8 +83,8 @@ def double_backward(ddx, ddgamma, ddbeta, dy, cache):
     """Gradients (dx2, dgamma2, ddy) of L2 = sum(ddx*dx) + sum(ddgamma*dgamma) + sum(ddbeta*dbeta) w.r.t. x, gamma, dy."""
     ddx, ddgamma_b, ddbeta_b, dy, pshape = _check_args(ddx, ddgamma, ddbeta, dy, cache)
     project = _Projection(cache)
-    # dx = project(gamma * dy) * ivar is linear in dy, and project is its own transpose.
-    dg = project(ddx) * cache.ivar
+    # dx = project(gamma * dy) * inv_s is linear in dy, and project is its own transpose.
+    dg = project(ddx) * cache.inv_s
     # dbeta = sum(dy) and dgamma = sum(dy * xhat) send ddbeta and ddgamma * xhat to dy.
     ddy = cache.gamma * dg + ddgamma_b * cache.xhat + ddbeta_b
     dgamma2 = (dg * dy).sum(axis=cache.param_axes).reshape(pshape)
@@ -101,7 +101,7 @@ def backward_graph(x, gamma, beta, dy, eps=1e-5, ddof=0):
     n["g"] = (n["gamma"] * n["dy"]).named("g")
     n["sum_g"] = n["g"].sum(axes, keepdims=True).named("sum_g")
     n["sum_gxhat"] = (n["g"] * n["xhat"]).sum(axes, keepdims=True).named("sum_gxhat")
-    n["dx"] = ((n["g"] - n["sum_g"] / B - n["xhat"] * (n["sum_gxhat"] / dof)) * n["ivar"]).named("dx")
+    n["dx"] = ((n["g"] - n["sum_g"] / B - n["xhat"] * (n["sum_gxhat"] / dof)) * n["inv_s"]).named("dx")
     n["dgamma"] = (n["dy"] * n["xhat"]).sum(axes, keepdims=True).named("dgamma")
     n["dbeta"] = n["dy"].sum(axes, keepdims=True).named("dbeta")
     return n
@@ -127,7 +127,7 @@ def engine_double_backward(ddx, ddgamma, ddbeta, dy, x, gamma, beta, eps=1e-5, d
 
 def natural_sizes(gamma, dy, ddx, ddgamma, ddbeta, cache):
     """The order of (dx2, dgamma2, ddy) for generic inputs, a floor for relative errors (at B = 2, eps = 0, dx2 is 0)."""
-    iv = float(np.max(cache.ivar))
+    iv = float(np.max(cache.inv_s))
     g, d, u = (float(np.max(np.abs(a))) for a in (gamma, dy, ddx))
     upstream = float(np.max(np.abs(ddgamma), initial=0.0) + np.max(np.abs(ddbeta), initial=0.0))
     return g * d * u * iv**2, d * u * iv * cache.B, g * u * iv + upstream
