@@ -79,7 +79,7 @@ def wrong_count(dy, cache):
     g = cache.gamma * dy
     D = dy.shape[1]
     mean_g = g.sum(axis=cache.axes, keepdims=True) / D
-    proj = (g * cache.xhat).sum(axis=cache.axes, keepdims=True) / D
+    proj = (g * cache.xhat).sum(axis=cache.axes, keepdims=True) / (D - cache.ddof)
     return (_dx(g, mean_g, cache.xhat, proj, cache.ivar), *_param_grads(dy, cache))
 
 

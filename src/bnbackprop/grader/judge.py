@@ -7,7 +7,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .._checks import param_shape
+from .._validate import param_shape
 from ..batchnorm import backward as _true_backward
 from ..batchnorm import forward as _book_forward
 from ..gradcheck import rel_error

@@ -60,7 +60,9 @@ def exc_text(exc: BaseException) -> str:
     """'Type: first line of the message (at file:line)', short enough for one line of a report."""
     text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
     where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-    at = f" (at {os.path.basename(where[0].filename)}:{where[0].lineno})" if where else ""
+    name = os.path.basename(where[0].filename) if where else ""
+    # A notebook cell's file is a temporary name (digits.py, or <...>): no help to the reader, and not stable.
+    at = f" (at {name}:{where[0].lineno})" if name and not name.startswith("<") and not name[:-3].isdigit() else ""
     return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__) + at
 
 
