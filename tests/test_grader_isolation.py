@@ -253,7 +253,7 @@ def test_dl4j_dx_is_gamma_dy_over_s():
         gamma, beta, dy = rng.standard_normal(shape[1]), rng.standard_normal(shape[1]), rng.standard_normal(shape)
         _, cache = forward(x, gamma, beta, 1e-3)
         np.testing.assert_allclose(BUGS["mean_and_variance_paths_dropped"].backward(dy, cache)[0],
-                                   cache.gamma * dy / cache.std, rtol=1e-13)
+                                   cache.gamma * dy / cache.s, rtol=1e-13)
 
 
 def test_the_harmless_reports_agree_with_the_truth():
