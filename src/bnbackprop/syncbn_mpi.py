@@ -216,7 +216,8 @@ def main(argv=None) -> int:
     all_ok = comm.comm.allreduce(ok, op=comm.MPI.LAND)
     sizes = comm.comm.allgather(len(shard))
     if rank == 0:
-        print(f"K = {K} MPI processes; x of shape (N, {opts.shape}) in {dtype.name}, N = {sum(sizes)} split {sizes}")
+        sample = ", ".join(opts.shape.split(","))
+        print(f"K = {K} MPI processes; x of shape (N, {sample}) in {dtype.name}, N = {sum(sizes)} split {sizes}")
         print("\n".join(lines))
         if all_ok:
             print("messages (identical on every rank):")
