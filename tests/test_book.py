@@ -7,10 +7,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from bnbackprop import toc
-from bnbackprop.build import build_book
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
+from tools import toc
+from tools.build import build_book
 
 
 def toc_files() -> list[str]:
@@ -67,7 +66,7 @@ def test_every_bug_points_at_a_real_section():
     """The grader's 'Read: Chapter N, <section>' must lead somewhere that exists."""
     import re
 
-    from bnbackprop.bugs import BUGS
+    from bnbackprop.grader.bugs import BUGS
 
     for bug in BUGS.values():
         chapter, section = re.fullmatch(r"Chapter (\d+), '(.+)'", bug.section).groups()

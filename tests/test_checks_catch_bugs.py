@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import random_batch
 
 import bnbackprop as bn
-from bnbackprop.bugs import BUGS
+from bnbackprop.batches import random_batch
+from bnbackprop.grader.bugs import BUGS
 from bnbackprop.reference import autograd_backward, finite_difference_backward
 
 

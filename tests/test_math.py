@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import random_batch
 
 import bnbackprop as bn
+from bnbackprop.batches import random_batch
 from bnbackprop import engine
 
 SHAPES = [(7, 3), (5, 4, 3, 2)]

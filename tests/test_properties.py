@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import random_batch
 from hypothesis import given
 from hypothesis import strategies as st
 
 import bnbackprop as bn
+from bnbackprop.batches import random_batch
 from bnbackprop.reference import autograd_backward
 
 flat_shapes = st.tuples(st.integers(2, 64), st.integers(1, 17))

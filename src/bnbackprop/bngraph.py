@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import engine
-from ._checks import check_dy
+from ._validate import check_dy
 from .batchnorm import check_training_args, refuse_zero_variance
 
 

@@ -21,10 +21,12 @@ beat 5/3 of np.add's time on arrays larger than the cache.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from ._checks import check_dy, check_finite, reduce_axes
+from ._extras import require
+from ._validate import check_dy, check_finite, reduce_axes
 from .batchnorm import Cache
+
+njit = require("numba", "fast", __name__).njit
 
 # Bytes of one block of rows: a block of dy, of xhat, of dx and one temporary stay in the L2 cache,
 # so every array is read from main memory once per pass however many numpy calls touch the block.

@@ -12,7 +12,7 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .._checks import check_finite
+from .._validate import check_finite
 from ..batchnorm import backward, forward
 from ._common import figure_png, parse_values
 
