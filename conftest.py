@@ -45,4 +45,4 @@ def pytest_terminal_summary(terminalreporter):
     skipped = [r for r in terminalreporter.stats.get("skipped", []) if MPI_SKIP in str(r.longrepr)]
     if skipped:
         terminalreporter.write_sep("!", f"{len(skipped)} MPI TESTS SKIPPED: SyncBN over MPI was NOT tested. "
-                                   "Install it with: pip install -e '.[mpi]'", red=True, bold=True)
+                                   "Install it with: pip install 'bnbackprop[mpi]' (make does)", red=True, bold=True)

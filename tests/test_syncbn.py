@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -208,3 +210,13 @@ def test_sync_refuses_eps_zero_with_a_constant_channel_like_one_device():
         sync_forward(split_batch(x, 2), np.ones(3), np.zeros(3), Devices(2), eps=0.0)
     with pytest.raises(ValueError, match="eps = 0 with a channel of zero variance"):
         forward(x, np.ones(3), np.zeros(3), eps=0.0)
+
+
+def test_without_mpi4py_the_mpi_module_imports_and_names_the_extra(monkeypatch):
+    from bnbackprop import syncbn_mpi
+
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # `import mpi4py` now fails as if it were not installed
+    monkeypatch.delitem(sys.modules, "mpi4py.MPI", raising=False)
+    assert "pip install 'bnbackprop[mpi]'" in syncbn_mpi.missing_mpi()
+    with pytest.raises(RuntimeError, match=r"bnbackprop\[mpi\]"):
+        syncbn_mpi.run(2)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._extras import require
 from .batchnorm import backward, forward
 from .syncbn import (
     Communicator,
@@ -39,11 +40,10 @@ BAD_INPUTS = ("nan", "channels", "empty", "dy-nan")
 
 
 def _mpi():
-    """mpi4py's MPI module, or an ImportError that says how to install it."""
-    try:
-        from mpi4py import MPI
-    except ImportError as err:
-        raise ImportError("SyncBN over MPI needs mpi4py and an MPI: pip install -e '.[mpi]'") from err
+    """mpi4py's MPI module, or a ModuleNotFoundError that names the [mpi] extra (imported late: the module works without it)."""
+    require("mpi4py", "mpi", "SyncBN over MPI (bnbackprop.syncbn_mpi)")
+    from mpi4py import MPI
+
     return MPI
 
 
@@ -82,7 +82,7 @@ def missing_mpi() -> str | None:
     except ImportError as err:
         return str(err)
     if mpiexec_path() is None:
-        return "mpiexec not found beside this Python or on PATH: pip install -e '.[mpi]'"
+        return "mpiexec not found beside this Python or on PATH: pip install 'bnbackprop[mpi]'"
     return None
 
 
