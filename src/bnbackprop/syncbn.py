@@ -307,9 +307,9 @@ def sync_backward(dys, caches, devices: Communicator):
     for (dy, _, _), c in zip(results, caches):
         bn = c.bn
         shape = bn.mu.shape
-        # g = gamma*dy: sum(g) = gamma*sum(dy) and sum(g*xhat) = gamma*ivar*sum(dy*xmu), then the compact formula.
+        # g = gamma*dy: sum(g) = gamma*sum(dy) and sum(g*xhat) = gamma*inv_s*sum(dy*xmu), then the compact formula.
         sum_g = bn.gamma * total[0].reshape(shape)
-        sum_gxhat = bn.gamma * bn.ivar * total[1].reshape(shape)
+        sum_gxhat = bn.gamma * bn.inv_s * total[1].reshape(shape)
         dx = batchnorm.compact_dx(bn.gamma * dy, sum_g, sum_gxhat, bn)
         dxs.append(_to_caller_dtype(dx, c.dtype, "dx"))
     dgamma, dbeta = _reduce_param_grads([r[0] for r in results], caches, comm)
