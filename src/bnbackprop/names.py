@@ -51,3 +51,6 @@ def markdown_table() -> str:
     lines = ["| symbol | meaning | code name |", "| --- | --- | --- |"]
     lines += [f"| ${row.symbol}$ | {row.meaning} | `{row.code}` |" for row in NAME_TABLE]
     return "\n".join(lines)
+
+
+__all__ = ["NAME_TABLE", "SYMBOLS", "Name", "markdown_table", "symbol"]

@@ -9,13 +9,13 @@ import autograd.numpy as anp
 import numpy as np
 from autograd import grad
 
-from ._validate import param_shape, reduce_axes
+from ._validate import count_over, param_shape, reduce_axes
 from .gradcheck import numerical_gradient
 
 
 def normalize_plain(x, gamma_b, beta_b, axes, eps, ddof):
     """Normalization written directly from the definition, in autograd.numpy."""
-    B = int(np.prod([x.shape[a] for a in axes]))
+    B = count_over(x.shape, axes)
     mu = anp.sum(x, axis=axes, keepdims=True) / B
     var = anp.sum((x - mu) ** 2, axis=axes, keepdims=True) / (B - ddof)
     return gamma_b * (x - mu) / anp.sqrt(var + eps) + beta_b
@@ -46,3 +46,6 @@ def finite_difference_backward(dy, x, gamma, beta, eps=1e-5, ddof=0, h=1e-5):
     dgamma = numerical_gradient(lambda v: np.sum(batchnorm_plain(x, v, beta, eps, ddof) * dy), gamma, h)
     dbeta = numerical_gradient(lambda v: np.sum(batchnorm_plain(x, gamma, v, eps, ddof) * dy), beta, h)
     return dx, dgamma, dbeta
+
+
+__all__ = ["autograd_backward", "batchnorm_plain", "finite_difference_backward", "normalize_plain"]

@@ -125,7 +125,7 @@ def sync_backward(dys, caches, devices: Devices):
 
 def _reduce_param_grads(dys, caches, devices: Devices):
     """dgamma and dbeta: each device's sums, all-reduced as any data-parallel parameter gradient is."""
-    parts = [np.concatenate(batchnorm._param_grads(dy, c)) for dy, c in zip(dys, caches)]
+    parts = [np.concatenate(batchnorm.param_grads(dy, c)) for dy, c in zip(dys, caches)]
     total = devices.all_reduce("dgamma, dbeta (data parallel)", parts)[0]
     C = total.size // 2
     return total[:C], total[C:]

@@ -133,3 +133,6 @@ def _resolve_ddof(runner, ddof, notes) -> int:
     if ddof is not None and found is not None and found != ddof:
         notes.append(f"you passed ddof={ddof}, but your forward's output says ddof={found}; using ddof={ddof}")
     return ddof if ddof is not None else (found if found is not None else 0)
+
+
+__all__ = ["call_with_timeout"]
