@@ -122,7 +122,7 @@ def term_scales(dy, cache) -> tuple[float, float, float]:
     error measures rounding noise only; an error relative to the terms that cancel does not.
     """
     axes = cache.param_axes
-    dx_scale = float(np.max(np.abs(cache.gamma * dy) * cache.ivar))
+    dx_scale = float(np.max(np.abs(cache.gamma * dy) * cache.inv_s))
     dgamma_scale = float(np.max(np.abs(dy * cache.xhat).sum(axis=axes)))
     dbeta_scale = float(np.max(np.abs(dy).sum(axis=axes)))
     return dx_scale, dgamma_scale, dbeta_scale
