@@ -52,7 +52,7 @@ def test_private_names_stay_in_their_package(path):
     """`_name` is for its own module and the modules beside it in the same folder, never for other folders."""
     here = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
     for module, name in imported_from(path):
-        if not module.startswith("bnbackprop") or not name.startswith("_") or module == "__future__":
+        if not module.startswith("bnbackprop") or not name.startswith("_") or name.startswith("__"):
             continue
         owner = module if (PACKAGE.parent / Path(*module.split("."))).is_dir() else module.rpartition(".")[0]
         assert owner == here, f"{module_name(path)} imports the private {module}.{name}; make it public or keep it home"
