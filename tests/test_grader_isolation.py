@@ -123,6 +123,15 @@ def test_each_escape_ends_in_its_verdict_and_exit_code(tmp_path, name):
     assert report["verdict"] == verdict and report["exit_code"] == code and headline in report["headline"]
 
 
+@pytest.mark.parametrize("source, code, words", [
+    ("import os\nos._exit(0)\n\ndef bw(dout, cache):\n    pass\n", 5, "EXITED (code 0) before returning"),
+    ("raise ImportError('no module named cs231n')\n\ndef bw(dout, cache):\n    pass\n", 3, "run it with python on its own"),
+])
+def test_the_files_top_level_code_runs_only_in_the_child(tmp_path, source, code, words):
+    proc = run_cli(tmp_path, source, "bw", "--timeout", "2")
+    assert proc.returncode == code and words in proc.stdout, proc.stdout + proc.stderr
+
+
 def test_deep_recursion_crashes_the_child_not_the_grader(tmp_path):
     source = ("import sys\n\ndef bw(dout, cache):\n    sys.setrecursionlimit(10**6)\n    nested = []\n"
               "    for _ in range(10**5):\n        nested = [nested]\n    return repr(nested)\n")
