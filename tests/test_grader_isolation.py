@@ -79,7 +79,7 @@ def test_object_outputs_are_refused():
         return dx.astype(object), dgamma, dbeta
 
     report = diagnose(objects)
-    assert report.verdict == "refused" and "dx is an array of object" in report.headline()
+    assert report.verdict == "refused" and "dx came back as an array of object" in report.headline()
 
 
 def test_lists_are_accepted_and_judged():
