@@ -1,4 +1,5 @@
-"""Root pytest configuration: how nbval checks the notebooks (see the README, "How the stored outputs stay current").
+"""Root pytest configuration: how nbval checks the notebooks (see the README, "How the stored outputs stay
+current"), and MPI tests reported loudly when skipped.
 
 - Figures: nbval skips image/png by default; here every stored PNG is compared with the new one pixel by
   pixel, within tests/notebook_checks.FIGURE_TOLERANCE levels per channel, so a last-bit change in the
@@ -7,6 +8,8 @@
   is set up; `book/X.ipynb[second_env]` runs in a kernel started with numpy's SIMD groups above its
   baseline disabled, numba compiled for a generic CPU and BLAS on another thread count
   (tests/notebook_checks.second_env). Both must reproduce the stored outputs.
+- Cells tagged `mpi` launch mpiexec: without MPI they are skipped as the MPI tests are, and the
+  summary says so in red.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import types
 from functools import lru_cache
 from unittest import mock
 
+import pytest
 from nbval.plugin import IPyNbCell, IPyNbFile
 
 from tests.notebook_checks import figure_difference, second_env
 
 SECOND_ENV = "second_env"
+MPI_SKIP = "MPI TESTS SKIPPED"
 
 
 @lru_cache(maxsize=1)
@@ -63,8 +68,29 @@ def compare_outputs(self, test, ref, skip_compare=None):
     return True
 
 
+def _skip_mpi_cells(items):
+    """Chapter cells tagged `mpi` launch mpiexec: without MPI, skip them as the MPI tests are skipped."""
+    cells = [i for i in items if "mpi" in getattr(getattr(i, "cell", None), "metadata", {}).get("tags", [])]
+    if not cells or os.environ.get("BNBACKPROP_REQUIRE_MPI") == "1":
+        return
+    from bnbackprop.syncbn_mpi import missing_mpi
+
+    reason = missing_mpi()
+    for item in cells if reason else []:
+        item.add_marker(pytest.mark.skip(reason=f"{MPI_SKIP}: {reason}"))
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """Give every nbval cell the tolerant figure comparison."""
+    """Give every nbval cell the tolerant figure comparison; skip MPI cells where MPI is missing."""
     for item in items:
         if isinstance(item, IPyNbCell):
             item.compare_outputs = types.MethodType(compare_outputs, item)
+    _skip_mpi_cells(items)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say loudly that the MPI tests did not run: a reader may lack MPI, CI must not."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if MPI_SKIP in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_sep("!", f"{len(skipped)} MPI TESTS SKIPPED: SyncBN over MPI was NOT tested. "
+                                   "Install it with: pip install 'bnbackprop[mpi]' (make does)", red=True, bold=True)
