@@ -34,6 +34,7 @@ import numpy as np
 FORK = hasattr(os, "fork")  # tests switch it off to exercise the thread fallback
 NO_FORK_NOTE = ("this platform has no os.fork: your code ran inside the grader's own process, so a crash "
                 "or an exit there ends the grader, and a call that never returns is abandoned, not killed")
+JOB_STATUSES = ("ok", "raised", "missing", "broken", "bad_return", "refused")  # what a job's header may say
 MAX_TIMEOUT = 3600.0  # seconds; longer waits are almost certainly a typo
 
 
@@ -146,6 +147,8 @@ def run_forked(job: Callable[[], tuple[dict, dict]], timeout: float) -> Outcome:
         return Outcome("crashed", code=os.WTERMSIG(status))
     try:
         info, arrays = _decode(data)
+        if not isinstance(info, dict) or info.get("status", "ok") not in JOB_STATUSES:
+            raise ValueError("not a status a job sends")  # a forged message: kinds like crashed are the parent's to say
     except Exception:  # noqa: BLE001 - nothing, or not our format: the child ended before returning
         return Outcome("exited", code=os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1)
     return Outcome(info.get("status", "ok"), info, arrays)
