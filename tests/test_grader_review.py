@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import time
 
 import numpy as np
 import pytest
@@ -58,3 +59,22 @@ def test_a_numpy_integer_ddof_is_accepted_and_reported_as_an_int():
     report = diagnose(backward, ddof=np.int64(0))
     assert report.verdict == "correct" and type(report.to_dict()["ddof"]) is int
     assert EXIT_CODES[report.verdict] == 0
+
+
+def test_a_process_the_readers_code_leaves_behind_neither_turns_a_pass_into_a_timeout_nor_outlives_the_grade(tmp_path):
+    marker = tmp_path / "still-running"
+
+    def leaves_a_sleeper(dout, cache):
+        import os
+        import time
+
+        if os.fork() == 0:  # inherits the grader's result pipe and holds it open
+            time.sleep(2)
+            open(marker, "w").close()
+            os._exit(0)
+        return backward(dout, cache)
+
+    report = diagnose(leaves_a_sleeper, convention="cs231n", timeout=1)
+    assert report.verdict == "correct", report
+    time.sleep(2.5)
+    assert not marker.exists(), "a process started by the reader's code outlived the grader's call"
