@@ -2,8 +2,9 @@
 
 The child only computes: it calls the reader's functions on one case and sends back plain arrays
 (``.npy`` bytes, loaded with ``allow_pickle=False``) and a small JSON header. The parent keeps the
-truth, the tolerances and the verdict, waits with a timeout, and kills the child (SIGKILL) when it
-runs over. A child that dies by a signal, or exits before sending its result (``sys.exit``,
+truth, the tolerances and the verdict, waits with a timeout, and after each case kills the child's
+process group (SIGKILL): a child that runs over, and any process the reader's code started and left
+running (one that starts a session of its own escapes this). A child that dies by a signal, or exits before sending its result (``sys.exit``,
 ``os._exit``, a segfault, deep recursion), is reported as such; its stdout goes to stderr, so the
 grader's own stdout (a report or JSON) stays clean.
 
