@@ -7,7 +7,8 @@ axis 1, so `x` may be (N, D) or (N, C, H, W, ...).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -21,6 +22,8 @@ from ._checks import (
     check_input,
     check_param,
     check_training_batch,
+    compute_dtype,
+    cast_checked,
     is_real_number,
     param_shape,
     reduce_axes,
@@ -29,7 +32,12 @@ from ._checks import (
 
 @dataclass(frozen=True)
 class Cache:
-    """What the forward pass keeps for the backward pass."""
+    """What the forward pass keeps for the backward pass.
+
+    `x` is the caller's x; the statistics and xhat are in the compute dtype (float32 for float16 x).
+    `var` is rounded to that dtype: inf if the variance overflows it (|x - mu| above about 1.3e154 in
+    float64), subnormal if tiny. `std`, `ivar` and `xhat` come from rescaled moments and stay accurate.
+    """
 
     x: np.ndarray
     mu: np.ndarray
@@ -38,7 +46,7 @@ class Cache:
     std: np.ndarray
     ivar: np.ndarray
     xhat: np.ndarray
-    gamma: np.ndarray  # broadcast-shaped, e.g. (1, C, 1, 1)
+    gamma: np.ndarray  # broadcast-shaped, e.g. (1, C, 1, 1); a copy of the caller's gamma
     eps: float
     ddof: int
     axes: tuple[int, ...]  # axes the statistics reduce over
@@ -49,28 +57,116 @@ class Cache:
 def normalize_unchecked(x, gamma_b, beta_b, axes, eps, ddof, param_axes=None):
     """Normalize `x` over `axes` with broadcast-shaped `gamma_b`, `beta_b`; the caller has checked the input."""
     B = int(np.prod([x.shape[a] for a in axes]))
-    mu = x.mean(axis=axes, keepdims=True)
-    xmu = x - mu
-    # Two passes: subtracting mu first keeps the variance exact under large offsets.
-    var = (xmu * xmu).sum(axis=axes, keepdims=True) / (B - ddof)
-    if eps == 0:
-        refuse_zero_variance(np.abs(x).max(axis=axes, keepdims=True), var)
-    return normalize_with_stats(x, mu, xmu, var, gamma_b, beta_b, axes, eps, ddof, param_axes, B)
+    work = compute_dtype(x.dtype)  # float16 is accumulated in float32, as PyTorch does
+    xw, gamma_w, beta_w = (a.astype(work, copy=False) for a in (x, gamma_b, beta_b))
+    stats = standardize(xw, axes, eps, ddof, B)
+    return _finish(x, stats, gamma_w, beta_w, axes, eps, ddof, param_axes, B)
 
 
 def normalize_with_stats(x, mu, xmu, var, gamma_b, beta_b, axes, eps, ddof, param_axes, B):
     """The rest of the forward once mu and var are known (on one device or all-reduced); returns (y, cache)."""
     std = np.sqrt(var + eps)
     ivar = 1.0 / std
-    xhat = xmu * ivar
-    y = gamma_b * xhat + beta_b
+    return _finish(x, (mu, xmu, var, std, ivar, xmu * ivar), gamma_b, beta_b, axes, eps, ddof, param_axes, B)
+
+
+def _finish(x, stats, gamma_b, beta_b, axes, eps, ddof, param_axes, B):
+    """y = gamma * xhat + beta in the caller's dtype, and the cache."""
+    mu, xmu, var, std, ivar, xhat = stats
+    with overflow_named("y = gamma * xhat + beta", xhat.dtype):
+        y = gamma_b * xhat + beta_b
+    y = cast_result(y, "y", x.dtype)
     axes_p = axes if param_axes is None else param_axes
     return y, Cache(x, mu, xmu, var, std, ivar, xhat, gamma_b, eps, ddof, axes, axes_p, B)
 
 
+def standardize(x, axes, eps, ddof, B):
+    """(mu, xmu, var, std, ivar, xhat) over `axes`; redone on rescaled x when a plain step over- or underflows."""
+    try:
+        with np.errstate(over="raise", invalid="raise", under="raise"):
+            mu = x.mean(axis=axes, keepdims=True)
+            xmu = x - mu
+            # Two passes: subtracting mu first keeps the variance exact under large offsets.
+            var = (xmu * xmu).sum(axis=axes, keepdims=True) / (B - ddof)
+            if eps == 0:
+                refuse_zero_variance(np.abs(x).max(axis=axes, keepdims=True), var)
+            std = np.sqrt(var + eps)
+            ivar = 1.0 / std
+            return mu, xmu, var, std, ivar, xmu * ivar
+    except FloatingPointError:
+        return _standardize_rescaled(x, axes, eps, ddof, B)
+
+
+def exponent(a):
+    """Integer k with |a| < 2**k (0 where a is 0): scaling by 2**-k is exact and brings |a| below 1."""
+    return np.frexp(a)[1]
+
+
+def _standardize_rescaled(x, axes, eps, ddof, B):
+    """The moments of x / 2**k per statistic: powers of two scale exactly, so only the range changes."""
+    k1 = exponent(np.abs(x).max(axis=axes, keepdims=True))
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # checked by _refuse_overflow below
+        xs = np.ldexp(x, -k1)  # |xs| < 1: the sum cannot overflow
+        mu_s = xs.mean(axis=axes, keepdims=True)
+        k2 = exponent(np.abs(xs - mu_s).max(axis=axes, keepdims=True))
+        xmu_s = np.ldexp(xs - mu_s, -k2)  # |xmu_s| < 1 again, so large squares neither overflow nor underflow
+        var_s = (xmu_s * xmu_s).sum(axis=axes, keepdims=True) / (B - ddof)
+        k = k1 + k2
+        if eps == 0:
+            refuse_zero_variance(np.ldexp(np.abs(xs), -k2).max(axis=axes, keepdims=True), var_s)
+        eps_s = np.ldexp(x.dtype.type(eps), -2 * k)  # inf where the variance is negligible beside eps
+        plain = (var_s == 0) | np.isinf(eps_s)  # there std = sqrt(eps) exactly
+        std_s = np.where(plain, 1, np.sqrt(var_s + eps_s))
+        std = np.where(plain, np.sqrt(x.dtype.type(eps)), np.ldexp(std_s, k))
+        xmu = np.ldexp(xmu_s, k)
+        ivar = 1.0 / std
+        xhat = np.where(plain, xmu * ivar, xmu_s / std_s)
+        stats = np.ldexp(mu_s, k1), xmu, np.ldexp(var_s, 2 * k), std, ivar, xhat
+    _refuse_overflow(xmu, std, ivar)
+    return stats
+
+
+def _refuse_overflow(xmu, std, ivar):
+    """Say which of the cached intermediates does not fit the dtype."""
+    dtype = xmu.dtype
+    if not np.all(np.isfinite(xmu)):
+        raise ValueError(f"x - mu overflows {dtype}: x spreads more than {float(np.finfo(dtype).max):.3g} "
+                         "around its mean; scale x down")
+    if not np.all(np.isfinite(std)):
+        raise ValueError(f"std = sqrt(var + eps) overflows {dtype}; scale x down")
+    if not np.all(np.isfinite(ivar)):
+        raise ValueError(f"ivar = 1/sqrt(var + eps) overflows {dtype}: the spread of x is below "
+                         f"{1 / float(np.finfo(dtype).max):.3g} and eps is too small to cover it; use eps > 0")
+
+
+@contextmanager
+def overflow_named(what: str, dtype):
+    """Turn an overflow inside the block into a ValueError that names the quantity."""
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            yield
+    except FloatingPointError as err:
+        raise ValueError(f"{what} overflows {np.dtype(dtype)}: the exact value is beyond its largest number, "
+                         f"{float(np.finfo(dtype).max):.3g}; scale the inputs down") from err
+
+
+def cast_result(a, name: str, dtype):
+    """Cast a result computed in float32 back to the caller's float16, refusing values that do not fit."""
+    dtype = np.dtype(dtype)
+    if a.dtype == dtype:
+        return a
+    with np.errstate(over="ignore"):  # reported below, naming the result
+        out = a.astype(dtype)
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"{name} overflows {dtype}: |{name}| reaches {float(np.max(np.abs(a))):.3g} > "
+                         f"{float(np.finfo(dtype).max):.3g}; pass x as float32 or scale the inputs down")
+    return out
+
+
 def refuse_zero_variance(absmax, var):
     """With eps = 0, a constant channel divides 0 by 0; rounding may leave a tiny var instead of 0."""
-    tiny = (16 * np.finfo(var.dtype).eps * absmax) ** 2
+    with np.errstate(under="ignore"):  # an underflowing bound is 0, which still refuses var == 0
+        tiny = (16 * np.finfo(var.dtype).eps * absmax) ** 2
     if np.any(var <= tiny):
         raise ValueError(
             "eps = 0 with a channel of zero variance: xhat = 0/0 there. "
@@ -83,7 +179,7 @@ def normalize_forward(x, gamma_b, beta_b, axes, eps=1e-5, ddof=0, param_axes=Non
     x = check_input(x)
     axes = check_axes(axes, x.ndim)
     param_axes = axes if param_axes is None else check_axes(param_axes, x.ndim, "param_axes")
-    eps, ddof = check_eps(eps), check_ddof(ddof)
+    eps, ddof = check_eps(eps, x.dtype), check_ddof(ddof)
     B = int(np.prod([x.shape[a] for a in axes]))
     if B - ddof < 1:
         raise ValueError(f"axes {axes} of x with shape {x.shape} hold {B} value(s) per statistic; "
@@ -99,7 +195,7 @@ def _check_broadcast_param(p, name, bshape, dtype):
     if arr.shape != bshape:
         raise ValueError(f"{name} has shape {arr.shape}; expected {bshape}: 1 along param_axes, x's size elsewhere")
     check_finite(arr, name)
-    return arr.astype(dtype, copy=False)
+    return np.array(cast_checked(arr, name, dtype), copy=True)  # the cache keeps its own copy
 
 
 def _check_cache(cache):
@@ -115,11 +211,18 @@ def check_training_args(x, gamma, beta, eps, ddof):
     shape = param_shape(x.ndim, x.shape[1])
     gamma = check_param(gamma, "gamma", x.shape[1], x.dtype).reshape(shape)
     beta = check_param(beta, "beta", x.shape[1], x.dtype).reshape(shape)
-    return x, gamma, beta, reduce_axes(x.ndim), check_eps(eps), check_ddof(ddof)
+    return x, gamma, beta, reduce_axes(x.ndim), check_eps(eps, x.dtype), check_ddof(ddof)
 
 
 def forward(x, gamma, beta, eps=1e-5, ddof=0):
-    """Batch norm in training mode; returns (y, cache). `ddof=1` gives Bessel's correction."""
+    """Batch norm in training mode; returns (y, cache). `ddof=1` gives Bessel's correction.
+
+    Accuracy (u = 2**-11, 2**-24, 2**-53, 2**-64 for float16, float32, float64, x86 longdouble):
+    |xhat - exact| <= 4 u B (1 + max|x| / std) per channel, with std = sqrt(var + eps); float16
+    is accumulated in float32 and y is rounded once to float16. Inputs of any magnitude the dtype
+    holds are rescaled by powers of two where the plain sums would over- or underflow; a result
+    that does not fit the dtype is refused with a ValueError that names it.
+    """
     x, gamma, beta, axes, eps, ddof = check_training_args(x, gamma, beta, eps, ddof)
     return normalize_unchecked(x, gamma, beta, axes, eps, ddof)
 
@@ -143,10 +246,25 @@ def compact_dx(g, sum_g, sum_gxhat, cache):
     return (g - sum_g / cache.B - cache.xhat * (sum_gxhat / (cache.B - cache.ddof))) * cache.ivar
 
 
+def checked_dy(dy, cache):
+    """dy in x's shape, within the caller's dtype, then in the dtype the cache computes in."""
+    return check_dy(dy, cache.xhat.shape, cache.x.dtype).astype(cache.xhat.dtype, copy=False)
+
+
 def backward(dy, cache):
-    """Compact backward: dx = (g - mean(g) - xhat * sum(g*xhat)/(B-ddof)) / s, with g = gamma*dy."""
+    """Compact backward: dx = (g - mean(g) - xhat * sum(g*xhat)/(B-ddof)) / s, with g = gamma*dy.
+
+    Returns (dx, dgamma, dbeta) in x's dtype (float16 is computed in float32). Scale-safe: where a
+    plain step over- or underflows, dy, gamma and x are rescaled by powers of two and the results
+    scaled back. Error per channel, relative to max|gamma*dy|/std: about 8 u B^2 (1 + max|x|/std),
+    with u as in `forward`; a gradient that does not fit the dtype is refused, naming it.
+    """
     _check_cache(cache)
-    dy = check_dy(dy, cache.xhat.shape, cache.xhat.dtype)
+    return _in_caller_dtype(scale_safe(_backward_compact, checked_dy(dy, cache), cache), cache)
+
+
+def _backward_compact(dy, cache):
+    """The compact formula on checked arrays."""
     dgamma, dbeta = _param_grads(dy, cache)
     g = cache.gamma * dy
     sum_g = g.sum(axis=cache.axes, keepdims=True)
@@ -155,9 +273,13 @@ def backward(dy, cache):
 
 
 def backward_staged(dy, cache):
-    """Backward node by node, in reverse order of the forward; `+=` where a node fans out."""
+    """Backward node by node, in reverse order of the forward; `+=` where a node fans out (accuracy as `backward`)."""
     _check_cache(cache)
-    dy = check_dy(dy, cache.xhat.shape, cache.xhat.dtype)
+    return _in_caller_dtype(scale_safe(_backward_staged, checked_dy(dy, cache), cache), cache)
+
+
+def _backward_staged(dy, cache):
+    """The staged backward on checked arrays."""
     axes, B, ddof = cache.axes, cache.B, cache.ddof
     xmu, std, ivar, xhat = cache.xmu, cache.std, cache.ivar, cache.xhat
     pshape = _param_out_shape(cache)
@@ -188,6 +310,44 @@ def backward_staged(dy, cache):
     return dx, dgamma, dbeta
 
 
+def scale_safe(core, dy, cache):
+    """core(dy, cache) as written; if a step over- or underflows, the same core on rescaled inputs."""
+    try:
+        with np.errstate(over="raise", invalid="raise", under="raise"):
+            return core(dy, cache)
+    except FloatingPointError:
+        return _rescaled(core, dy, cache)
+
+
+def _rescaled(core, dy, cache):
+    """Run `core` with dy, gamma and x divided by powers of two per statistic (exact), then scale back.
+
+    dx is linear in dy and gamma and scales as 1/x; dgamma and dbeta are linear in dy. dy's scale is
+    shared along the parameter axes too, so that the parameter sums add values of one scale.
+    """
+    union = tuple(sorted(set(cache.axes) | set(cache.param_axes)))
+    kd = exponent(np.abs(dy).max(axis=union, keepdims=True))
+    kg = exponent(np.abs(cache.gamma).max(axis=cache.axes, keepdims=True))
+    kx = exponent(cache.std)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # what underflows is below the rounding
+        std_s = np.ldexp(cache.std, -kx)
+        scaled = replace(cache, xmu=np.ldexp(cache.xmu, -kx), std=std_s, ivar=1.0 / std_s,
+                         gamma=np.ldexp(cache.gamma, -kg))
+        dx, dgamma, dbeta = core(np.ldexp(dy, -kd), scaled)
+        kp = np.squeeze(kd, axis=cache.param_axes)  # dy's exponent in the parameters' shape
+        grads = np.ldexp(dx, kg + kd - kx), np.ldexp(dgamma, kp), np.ldexp(dbeta, kp)
+    for name, grad in zip(("dx", "dgamma", "dbeta"), grads):
+        if not np.all(np.isfinite(grad)):
+            raise ValueError(f"{name} overflows {grad.dtype}: the exact gradient is beyond its largest number, "
+                             f"{float(np.finfo(grad.dtype).max):.3g}; scale dy down (the gradients are linear in dy)")
+    return grads
+
+
+def _in_caller_dtype(grads, cache):
+    """(dx, dgamma, dbeta) cast back to x's dtype: float16 for float16 x, refusing values that do not fit."""
+    return tuple(cast_result(g, name, cache.x.dtype) for g, name in zip(grads, ("dx", "dgamma", "dbeta")))
+
+
 @dataclass(frozen=True)
 class EvalCache:
     """What the eval-mode forward keeps: no batch statistics, so no projection."""
@@ -196,31 +356,46 @@ class EvalCache:
     ivar: np.ndarray
     gamma: np.ndarray
     axes: tuple[int, ...]
+    dtype: np.dtype  # the caller's dtype; xhat and ivar are float32 for float16 x
 
 
 def forward_eval(x, gamma, beta, running_mean, running_var, eps=1e-5):
-    """Batch norm in eval mode with running statistics; returns (y, cache). Any batch size works."""
+    """Batch norm in eval mode with running statistics; returns (y, cache). Any batch size works (accuracy as `forward`)."""
     x = check_input(x)
-    eps = check_eps(eps)
-    C = x.shape[1]
+    eps = check_eps(eps, x.dtype)
+    C, work = x.shape[1], compute_dtype(x.dtype)
     shape = param_shape(x.ndim, C)
-    gamma = check_param(gamma, "gamma", C, x.dtype).reshape(shape)
-    beta = check_param(beta, "beta", C, x.dtype).reshape(shape)
-    rmean = check_param(running_mean, "running_mean", C, x.dtype).reshape(shape)
-    rvar = check_param(running_var, "running_var", C, x.dtype).reshape(shape)
+    gamma = check_param(gamma, "gamma", C, x.dtype).reshape(shape).astype(work, copy=False)
+    beta = check_param(beta, "beta", C, x.dtype).reshape(shape).astype(work, copy=False)
+    # Running statistics are kept in the statistics' dtype (float32 for float16 x).
+    rmean = check_param(running_mean, "running_mean", C, work).reshape(shape)
+    rvar = check_param(running_var, "running_var", C, work).reshape(shape)
     if np.any(rvar < 0) or np.any(rvar + eps <= 0):
         raise ValueError("running_var must be >= 0, and running_var + eps must be > 0 in every channel")
-    ivar = 1.0 / np.sqrt(rvar + eps)
-    xhat = (x - rmean) * ivar
-    return gamma * xhat + beta, EvalCache(xhat, ivar, gamma, reduce_axes(x.ndim))
+    with overflow_named("1/sqrt(running_var + eps)", work):
+        ivar = 1.0 / np.sqrt(rvar + eps)
+    with overflow_named("xhat = (x - running_mean) / sqrt(running_var + eps)", work):
+        xhat = (x.astype(work, copy=False) - rmean) * ivar
+    with overflow_named("y = gamma * xhat + beta", work):
+        y = gamma * xhat + beta
+    return cast_result(y, "y", x.dtype), EvalCache(xhat, ivar, gamma, reduce_axes(x.ndim), x.dtype)
 
 
 def backward_eval(dy, cache):
     """Eval-mode backward: the statistics are constants, so dx = gamma * dy / sqrt(running_var + eps)."""
-    dy = check_dy(dy, cache.xhat.shape, cache.xhat.dtype)
-    dbeta = dy.sum(axis=cache.axes)
-    dgamma = (dy * cache.xhat).sum(axis=cache.axes)
-    return cache.gamma * dy * cache.ivar, dgamma, dbeta
+    if not isinstance(cache, EvalCache):
+        hint = " (a training cache: use backward)" if isinstance(cache, Cache) else ""
+        raise ValueError(f"cache must be the EvalCache that forward_eval returned; got {type(cache).__name__}{hint}")
+    dy = check_dy(dy, cache.xhat.shape, cache.dtype).astype(cache.xhat.dtype, copy=False)
+    # Linear in dy: one power of two per channel keeps the products and sums in range.
+    k = exponent(np.abs(dy).max(axis=cache.axes, keepdims=True))
+    with np.errstate(under="ignore"):
+        dy_s = np.ldexp(dy, -k)
+    with overflow_named("dx, dgamma or dbeta", cache.xhat.dtype):
+        grads = cache.gamma * dy_s * cache.ivar, (dy_s * cache.xhat).sum(axis=cache.axes), dy_s.sum(axis=cache.axes)
+        kp = k.reshape(-1)
+        grads = np.ldexp(grads[0], k), np.ldexp(grads[1], kp), np.ldexp(grads[2], kp)
+    return tuple(cast_result(g, name, cache.dtype) for g, name in zip(grads, ("dx", "dgamma", "dbeta")))
 
 
 def update_running_stats(running_mean, running_var, cache, momentum=0.1):
@@ -230,12 +405,16 @@ def update_running_stats(running_mean, running_var, cache, momentum=0.1):
     _check_cache(cache)
     if cache.B < 2:
         raise ValueError(f"the unbiased variance needs at least 2 values per channel; the cache has B = {cache.B}")
+    if not np.all(np.isfinite(cache.var)):
+        raise ValueError(f"the batch variance in cache.var overflows {cache.var.dtype}, so running_var cannot hold it; "
+                         "scale x down")
     C = cache.mu.size
     rmean = check_param(running_mean, "running_mean", C, cache.mu.dtype)
     rvar = check_param(running_var, "running_var", C, cache.mu.dtype)
     unbiased = cache.var.reshape(C) * (cache.B - cache.ddof) / (cache.B - 1)
-    new_mean = (1 - momentum) * rmean + momentum * cache.mu.reshape(C)
-    new_var = (1 - momentum) * rvar + momentum * unbiased
+    with overflow_named("the running statistics", cache.mu.dtype):
+        new_mean = (1 - momentum) * rmean + momentum * cache.mu.reshape(C)
+        new_var = (1 - momentum) * rvar + momentum * unbiased
     return new_mean, new_var
 
 
