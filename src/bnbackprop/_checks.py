@@ -133,13 +133,18 @@ def check_training_batch(shape: tuple[int, ...]) -> int:
     return B
 
 
-def check_dy(dy, y_shape: tuple[int, ...], dtype) -> np.ndarray:
-    """dy must match y's shape and be finite."""
+def check_dy(dy, y_shape: tuple[int, ...], dtype, absmax_axes=None):
+    """dy must match y's shape and be finite; with absmax_axes, also return max|dy| over them (one pass for both)."""
     arr = as_float_array(dy, "dy")
     if arr.shape != tuple(y_shape):
         raise ValueError(f"dy has shape {arr.shape}; expected {tuple(y_shape)}, the shape of y")
-    check_finite(arr, "dy")
-    return cast_checked(arr, "dy", dtype)
+    if absmax_axes is None:
+        check_finite(arr, "dy")
+        return cast_checked(arr, "dy", dtype)
+    absmax = np.abs(arr).max(axis=absmax_axes, keepdims=True)
+    if not np.isfinite(absmax.max()):  # NaN and inf reach the max
+        check_finite(arr, "dy")
+    return cast_checked(arr, "dy", dtype), absmax
 
 
 def check_axes(axes, ndim: int, name: str = "axes") -> tuple[int, ...]:

@@ -52,6 +52,7 @@ class Cache:
     axes: tuple[int, ...]  # axes the statistics reduce over
     param_axes: tuple[int, ...]  # axes dgamma and dbeta sum over
     B: int  # values per statistic
+    in_range: bool = False  # std and gamma near enough to 1 that a backward needs no rescaling (see `rescaled`)
 
 
 def normalize_unchecked(x, gamma_b, beta_b, axes, eps, ddof, param_axes=None):
@@ -77,7 +78,15 @@ def _finish(x, stats, gamma_b, beta_b, axes, eps, ddof, param_axes, B):
         y = gamma_b * xhat + beta_b
     y = cast_result(y, "y", x.dtype)
     axes_p = axes if param_axes is None else param_axes
-    return y, Cache(x, mu, xmu, var, std, ivar, xhat, gamma_b, eps, ddof, axes, axes_p, B)
+    in_range = _in_window(exponent(np.abs(gamma_b).max(axis=axes, keepdims=True)), xhat.dtype, B) and _in_window(
+        exponent(std), xhat.dtype, B)
+    return y, Cache(x, mu, xmu, var, std, ivar, xhat, gamma_b, eps, ddof, axes, axes_p, B, in_range)
+
+
+def _in_window(k, dtype, B) -> bool:
+    """Are the powers of two k within 2**-w..2**w, where products of five such factors and B stay in range?"""
+    w = (np.finfo(dtype).maxexp - 2 * int(B).bit_length() - 16) // 5  # 195 in float64 for small B
+    return int(np.max(np.abs(k))) <= w
 
 
 def standardize(x, axes, eps, ddof, B):
@@ -251,35 +260,28 @@ def checked_dy(dy, cache):
     return check_dy(dy, cache.xhat.shape, cache.x.dtype).astype(cache.xhat.dtype, copy=False)
 
 
+def _union_axes(cache):
+    """The axes of a statistic or a parameter: dy's scale is shared along them when rescaling."""
+    return tuple(sorted(set(cache.axes) | set(cache.param_axes)))
+
+
 def backward(dy, cache):
     """Compact backward: dx = (g - mean(g) - xhat * sum(g*xhat)/(B-ddof)) / s, with g = gamma*dy.
 
-    Returns (dx, dgamma, dbeta) in x's dtype (float16 is computed in float32). Scale-safe: where a
-    plain step over- or underflows, dy, gamma and x are rescaled by powers of two and the results
-    scaled back. Error per channel, relative to max|gamma*dy|/std: about 8 u B^2 (1 + max|x|/std),
-    with u as in `forward`; a gradient that does not fit the dtype is refused, naming it.
+    Returns (dx, dgamma, dbeta) in x's dtype (float16 is computed in float32). Error per channel,
+    relative to max|gamma*dy|/std: about 8 u B^2 (1 + max|x|/std), with u as in `forward`.
     """
-    _check_cache(cache)
-    return _in_caller_dtype(scale_safe(_backward_compact, checked_dy(dy, cache), cache), cache)
-
-
-def _backward_compact(dy, cache):
-    """The compact formula on checked arrays."""
+    dy, cache, scale_back = rescaled(dy, cache)  # checked, and brought near 1 if far from it
     dgamma, dbeta = _param_grads(dy, cache)
     g = cache.gamma * dy
     sum_g = g.sum(axis=cache.axes, keepdims=True)
     sum_gxhat = (g * cache.xhat).sum(axis=cache.axes, keepdims=True)
-    return compact_dx(g, sum_g, sum_gxhat, cache), dgamma, dbeta
+    return scale_back(compact_dx(g, sum_g, sum_gxhat, cache), dgamma, dbeta)
 
 
 def backward_staged(dy, cache):
-    """Backward node by node, in reverse order of the forward; `+=` where a node fans out (accuracy as `backward`)."""
-    _check_cache(cache)
-    return _in_caller_dtype(scale_safe(_backward_staged, checked_dy(dy, cache), cache), cache)
-
-
-def _backward_staged(dy, cache):
-    """The staged backward on checked arrays."""
+    """Backward node by node, in reverse order of the forward; `+=` where a node fans out."""
+    dy, cache, scale_back = rescaled(dy, cache)  # checked, and brought near 1 if far from it
     axes, B, ddof = cache.axes, cache.B, cache.ddof
     xmu, std, ivar, xhat = cache.xmu, cache.std, cache.ivar, cache.xhat
     pshape = _param_out_shape(cache)
@@ -307,40 +309,43 @@ def _backward_staged(dy, cache):
     dmu = -dxmu.sum(axis=axes, keepdims=True)
     # mu = mean(x): the second use of x
     dx += np.broadcast_to(dmu / B, dx.shape)
-    return dx, dgamma, dbeta
+    return scale_back(dx, dgamma, dbeta)
 
 
-def scale_safe(core, dy, cache):
-    """core(dy, cache) as written; if a step over- or underflows, the same core on rescaled inputs."""
-    try:
-        with np.errstate(over="raise", invalid="raise", under="raise"):
-            return core(dy, cache)
-    except FloatingPointError:
-        return _rescaled(core, dy, cache)
+def rescaled(dy, cache):
+    """(dy, cache, scale_back) for a backward: checked, and divided by powers of two where far from 1.
 
-
-def _rescaled(core, dy, cache):
-    """Run `core` with dy, gamma and x divided by powers of two per statistic (exact), then scale back.
-
-    dx is linear in dy and gamma and scales as 1/x; dgamma and dbeta are linear in dy. dy's scale is
-    shared along the parameter axes too, so that the parameter sums add values of one scale.
+    Every intermediate of the backwards is a product of at most five factors from dy, gamma, std,
+    1/std and B. When the largest |dy| of every statistic, gamma and std are within 2**-w..2**w
+    (w = 195 in float64; the forward checked gamma and std), none can over- or underflow, and
+    nothing is rescaled. Otherwise dy, gamma and x are divided by powers of two per statistic,
+    which is exact, and `scale_back` multiplies the results back: dx is linear in dy and gamma and
+    scales as 1/x, dgamma and dbeta are linear in dy. dy's power is shared along the parameter
+    axes too, so that dgamma and dbeta add values of one scale.
     """
-    union = tuple(sorted(set(cache.axes) | set(cache.param_axes)))
-    kd = exponent(np.abs(dy).max(axis=union, keepdims=True))
+    _check_cache(cache)
+    dy, absmax = check_dy(dy, cache.xhat.shape, cache.x.dtype, _union_axes(cache))  # the max checks finiteness too
+    dy = dy.astype(cache.xhat.dtype, copy=False)
+    if cache.in_range and _in_window([np.frexp(absmax.min())[1], np.frexp(absmax.max())[1]], dy.dtype, cache.B):
+        return dy, cache, lambda *grads: _in_caller_dtype(grads, cache)
+    kd = exponent(np.abs(dy).max(axis=_union_axes(cache), keepdims=True))
     kg = exponent(np.abs(cache.gamma).max(axis=cache.axes, keepdims=True))
     kx = exponent(cache.std)
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # what underflows is below the rounding
-        std_s = np.ldexp(cache.std, -kx)
-        scaled = replace(cache, xmu=np.ldexp(cache.xmu, -kx), std=std_s, ivar=1.0 / std_s,
-                         gamma=np.ldexp(cache.gamma, -kg))
-        dx, dgamma, dbeta = core(np.ldexp(dy, -kd), scaled)
-        kp = np.squeeze(kd, axis=cache.param_axes)  # dy's exponent in the parameters' shape
-        grads = np.ldexp(dx, kg + kd - kx), np.ldexp(dgamma, kp), np.ldexp(dbeta, kp)
-    for name, grad in zip(("dx", "dgamma", "dbeta"), grads):
-        if not np.all(np.isfinite(grad)):
-            raise ValueError(f"{name} overflows {grad.dtype}: the exact gradient is beyond its largest number, "
-                             f"{float(np.finfo(grad.dtype).max):.3g}; scale dy down (the gradients are linear in dy)")
-    return grads
+    std_s = np.ldexp(cache.std, -kx)
+    scaled = replace(cache, xmu=np.ldexp(cache.xmu, -kx), std=std_s, ivar=1.0 / std_s, gamma=np.ldexp(cache.gamma, -kg))
+    kp = np.squeeze(kd, axis=cache.param_axes)  # dy's power of two in the parameters' shape
+
+    def scale_back(dx, dgamma, dbeta):
+        with np.errstate(over="ignore"):  # reported below, naming the gradient
+            grads = np.ldexp(dx, kg + kd - kx), np.ldexp(dgamma, kp), np.ldexp(dbeta, kp)
+        for name, grad in zip(("dx", "dgamma", "dbeta"), grads):
+            if not np.all(np.isfinite(grad)):
+                raise ValueError(f"{name} overflows {grad.dtype}: the exact gradient is beyond its largest number, "
+                                 f"{float(np.finfo(grad.dtype).max):.3g}; scale dy down (the gradients are linear in dy)")
+        return _in_caller_dtype(grads, cache)
+
+    with np.errstate(under="ignore"):  # only values far below the largest of their statistic underflow
+        return np.ldexp(dy, -kd), scaled, scale_back
 
 
 def _in_caller_dtype(grads, cache):

@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit
 
 from ._checks import check_finite, reduce_axes
-from .batchnorm import Cache, _backward_compact, _in_caller_dtype, checked_dy, scale_safe
+from .batchnorm import Cache, _in_caller_dtype, backward, checked_dy
 
 # Bytes of one block of rows: a block of dy, of xhat, of dx and one temporary stay in the L2 cache,
 # so every array is read from main memory once per pass however many numpy calls touch the block.
@@ -137,8 +137,9 @@ def _finish(dy, cache, grads, out):
         if np.shares_memory(dx, dy):
             raise ValueError("dx overflowed in the fast pass, which already overwrote dy (out=dy); "
                              "call again without out to get the scale-safe result")
-        dx[...], dgamma, dbeta = scale_safe(_backward_compact, dy, cache)
-    dx, dgamma, dbeta = _in_caller_dtype((dx, dgamma, dbeta), cache)
+        dx, dgamma, dbeta = backward(dy, cache)  # the clear backward rescales; dy holds values of x's dtype
+    else:
+        dx, dgamma, dbeta = _in_caller_dtype((dx, dgamma, dbeta), cache)
     if out is not None and out is not dx:
         out[...] = dx
         dx = out
