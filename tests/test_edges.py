@@ -99,12 +99,12 @@ def test_dy_near_1e308_whose_gradients_fit(bwd, seed):
 
 @pytest.mark.parametrize("bwd", BACKWARDS, ids=ids)
 def test_a_constant_dy_near_1e308_gives_dx_zero(bwd):
-    """dx = 0 exactly when dy is constant per channel; gamma * ivar * dy alone would overflow."""
+    """dx = 0 exactly when dy is constant per channel; gamma * inv_s * dy alone would overflow."""
     x = np.array([[1.0, 3.0], [2.0, 5.0], [4.0, 4.0], [7.0, 2.0]])
     _, cache = forward(x, [30.0, -20.0], [0.0, 1.0])
     dy = np.ldexp(np.ones((4, 2)) * [1.0, -0.5], 1021)
     dx, dgamma, dbeta = bwd(dy, cache)
-    assert np.max(np.abs(dx)) <= 1e-12 * 30 * np.max(cache.ivar) * 2.0**1021  # rounding of the cancelling terms
+    assert np.max(np.abs(dx)) <= 1e-12 * 30 * np.max(cache.inv_s) * 2.0**1021  # rounding of the cancelling terms
     np.testing.assert_allclose(dbeta, 4 * dy[0], rtol=1e-15)
     assert np.max(np.abs(dgamma)) <= 1e-13 * 2.0**1021
 
@@ -225,7 +225,7 @@ def test_eps_zero_near_1e_160_matches_the_unscaled_batch(bwd, seed):
 
 
 def test_eps_zero_where_one_over_std_overflows_is_refused():
-    with pytest.raises(ValueError, match=r"ivar = 1/sqrt\(var \+ eps\) overflows float64.*use eps > 0"):
+    with pytest.raises(ValueError, match=r"inv_s = 1/sqrt\(var \+ eps\) overflows float64.*use eps > 0"):
         forward(np.array([[1e-310], [-1e-310]]), [1.0], [0.0], eps=0)
     with pytest.raises(ValueError, match=r"eps = 0 with a channel of zero variance"):
         forward(np.array([[1e-310], [1e-310]]), [1.0], [0.0], eps=0)

@@ -6,17 +6,15 @@ import numpy as np
 import pytest
 
 from bnbackprop import backward, forward
+from bnbackprop.batches import random_batch
 from bnbackprop.gradcheck import rel_error
 from bnbackprop.reference import autograd_backward
 from bnbackprop.syncbn import Devices, data_parallel_step, local_forward, split_batch, sync_backward, sync_forward
 
 
 def data(shape=(12, 5, 3, 2), seed=0):
-    rng = np.random.default_rng(seed)
-    x = 2.0 * rng.standard_normal(shape) + 4.0
-    gamma = 1.0 + 0.5 * rng.standard_normal(shape[1])
-    beta = rng.standard_normal(shape[1])
-    return x, gamma, beta, rng.standard_normal(shape)
+    """x with mean 4 and spread 2, random gamma and beta, random dy."""
+    return random_batch(seed, shape, 2.0, 4.0)
 
 
 @pytest.mark.parametrize("K", [1, 2, 3, 5, 12])

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ._checks import (
+from ._validate import (
     as_float_array,
     check_axes,
     check_ddof,
@@ -36,15 +36,15 @@ class Cache:
 
     `x` is the caller's x; the statistics and xhat are in the compute dtype (float32 for float16 x).
     `var` is rounded to that dtype: inf if the variance overflows it (|x - mu| above about 1.3e154 in
-    float64), subnormal if tiny. `std`, `ivar` and `xhat` come from rescaled moments and stay accurate.
+    float64), subnormal if tiny. `s`, `inv_s` and `xhat` come from rescaled moments and stay accurate.
     """
 
     x: np.ndarray
     mu: np.ndarray
     xmu: np.ndarray
     var: np.ndarray
-    std: np.ndarray
-    ivar: np.ndarray
+    s: np.ndarray
+    inv_s: np.ndarray
     xhat: np.ndarray
     gamma: np.ndarray  # broadcast-shaped, e.g. (1, C, 1, 1); a copy of the caller's gamma
     eps: float
@@ -52,7 +52,7 @@ class Cache:
     axes: tuple[int, ...]  # axes the statistics reduce over
     param_axes: tuple[int, ...]  # axes dgamma and dbeta sum over
     B: int  # values per statistic
-    in_range: bool = False  # std and gamma near enough to 1 that a backward needs no rescaling (see `rescaled`)
+    in_range: bool = False  # s and gamma near enough to 1 that a backward needs no rescaling (see `rescaled`)
 
 
 def normalize_unchecked(x, gamma_b, beta_b, axes, eps, ddof, param_axes=None):
@@ -66,21 +66,21 @@ def normalize_unchecked(x, gamma_b, beta_b, axes, eps, ddof, param_axes=None):
 
 def normalize_with_stats(x, mu, xmu, var, gamma_b, beta_b, axes, eps, ddof, param_axes, B):
     """The rest of the forward once mu and var are known (on one device or all-reduced); returns (y, cache)."""
-    std = np.sqrt(var + eps)
-    ivar = 1.0 / std
-    return _finish(x, (mu, xmu, var, std, ivar, xmu * ivar), gamma_b, beta_b, axes, eps, ddof, param_axes, B)
+    s = np.sqrt(var + eps)
+    inv_s = 1.0 / s
+    return _finish(x, (mu, xmu, var, s, inv_s, xmu * inv_s), gamma_b, beta_b, axes, eps, ddof, param_axes, B)
 
 
 def _finish(x, stats, gamma_b, beta_b, axes, eps, ddof, param_axes, B):
     """y = gamma * xhat + beta in the caller's dtype, and the cache."""
-    mu, xmu, var, std, ivar, xhat = stats
+    mu, xmu, var, s, inv_s, xhat = stats
     with overflow_named("y = gamma * xhat + beta", xhat.dtype):
         y = gamma_b * xhat + beta_b
     y = cast_result(y, "y", x.dtype)
     axes_p = axes if param_axes is None else param_axes
     in_range = _in_window(exponent(np.abs(gamma_b).max(axis=axes, keepdims=True)), xhat.dtype, B) and _in_window(
-        exponent(std), xhat.dtype, B)
-    return y, Cache(x, mu, xmu, var, std, ivar, xhat, gamma_b, eps, ddof, axes, axes_p, B, in_range)
+        exponent(s), xhat.dtype, B)
+    return y, Cache(x, mu, xmu, var, s, inv_s, xhat, gamma_b, eps, ddof, axes, axes_p, B, in_range)
 
 
 def _in_window(k, dtype, B) -> bool:
@@ -90,7 +90,7 @@ def _in_window(k, dtype, B) -> bool:
 
 
 def standardize(x, axes, eps, ddof, B):
-    """(mu, xmu, var, std, ivar, xhat) over `axes`; redone on rescaled x when a plain step over- or underflows."""
+    """(mu, xmu, var, s, inv_s, xhat) over `axes`; redone on rescaled x when a plain step over- or underflows."""
     try:
         with np.errstate(over="raise", invalid="raise", under="raise"):
             mu = x.mean(axis=axes, keepdims=True)
@@ -99,9 +99,9 @@ def standardize(x, axes, eps, ddof, B):
             var = (xmu * xmu).sum(axis=axes, keepdims=True) / (B - ddof)
             if eps == 0:
                 refuse_zero_variance(np.abs(x).max(axis=axes, keepdims=True), var)
-            std = np.sqrt(var + eps)
-            ivar = 1.0 / std
-            return mu, xmu, var, std, ivar, xmu * ivar
+            s = np.sqrt(var + eps)
+            inv_s = 1.0 / s
+            return mu, xmu, var, s, inv_s, xmu * inv_s
     except FloatingPointError:
         return _standardize_rescaled(x, axes, eps, ddof, B)
 
@@ -112,39 +112,39 @@ def exponent(a):
 
 
 def _standardize_rescaled(x, axes, eps, ddof, B):
-    """The moments of x / 2**k per statistic: powers of two scale exactly, so only the range changes."""
+    """The moments of x / 2**k per statistic (names ending in _r): powers of two scale exactly, so only the range changes."""
     k1 = exponent(np.abs(x).max(axis=axes, keepdims=True))
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # checked by _refuse_overflow below
-        xs = np.ldexp(x, -k1)  # |xs| < 1: the sum cannot overflow
-        mu_s = xs.mean(axis=axes, keepdims=True)
-        k2 = exponent(np.abs(xs - mu_s).max(axis=axes, keepdims=True))
-        xmu_s = np.ldexp(xs - mu_s, -k2)  # |xmu_s| < 1 again, so large squares neither overflow nor underflow
-        var_s = (xmu_s * xmu_s).sum(axis=axes, keepdims=True) / (B - ddof)
+        x_r = np.ldexp(x, -k1)  # |x_r| < 1: the sum cannot overflow
+        mu_r = x_r.mean(axis=axes, keepdims=True)
+        k2 = exponent(np.abs(x_r - mu_r).max(axis=axes, keepdims=True))
+        xmu_r = np.ldexp(x_r - mu_r, -k2)  # |xmu_r| < 1 again, so large squares neither overflow nor underflow
+        var_r = (xmu_r * xmu_r).sum(axis=axes, keepdims=True) / (B - ddof)
         k = k1 + k2
         if eps == 0:
-            refuse_zero_variance(np.ldexp(np.abs(xs), -k2).max(axis=axes, keepdims=True), var_s)
-        eps_s = np.ldexp(x.dtype.type(eps), -2 * k)  # inf where the variance is negligible beside eps
-        plain = (var_s == 0) | np.isinf(eps_s)  # there std = sqrt(eps) exactly
-        std_s = np.where(plain, 1, np.sqrt(var_s + eps_s))
-        std = np.where(plain, np.sqrt(x.dtype.type(eps)), np.ldexp(std_s, k))
-        xmu = np.ldexp(xmu_s, k)
-        ivar = 1.0 / std
-        xhat = np.where(plain, xmu * ivar, xmu_s / std_s)
-        stats = np.ldexp(mu_s, k1), xmu, np.ldexp(var_s, 2 * k), std, ivar, xhat
-    _refuse_overflow(xmu, std, ivar)
+            refuse_zero_variance(np.ldexp(np.abs(x_r), -k2).max(axis=axes, keepdims=True), var_r)
+        eps_r = np.ldexp(x.dtype.type(eps), -2 * k)  # inf where the variance is negligible beside eps
+        plain = (var_r == 0) | np.isinf(eps_r)  # there s = sqrt(eps) exactly
+        s_r = np.where(plain, 1, np.sqrt(var_r + eps_r))
+        s = np.where(plain, np.sqrt(x.dtype.type(eps)), np.ldexp(s_r, k))
+        xmu = np.ldexp(xmu_r, k)
+        inv_s = 1.0 / s
+        xhat = np.where(plain, xmu * inv_s, xmu_r / s_r)
+        stats = np.ldexp(mu_r, k1), xmu, np.ldexp(var_r, 2 * k), s, inv_s, xhat
+    _refuse_overflow(xmu, s, inv_s)
     return stats
 
 
-def _refuse_overflow(xmu, std, ivar):
+def _refuse_overflow(xmu, s, inv_s):
     """Say which of the cached intermediates does not fit the dtype."""
     dtype = xmu.dtype
     if not np.all(np.isfinite(xmu)):
         raise ValueError(f"x - mu overflows {dtype}: x spreads more than {float(np.finfo(dtype).max):.3g} "
                          "around its mean; scale x down")
-    if not np.all(np.isfinite(std)):
-        raise ValueError(f"std = sqrt(var + eps) overflows {dtype}; scale x down")
-    if not np.all(np.isfinite(ivar)):
-        raise ValueError(f"ivar = 1/sqrt(var + eps) overflows {dtype}: the spread of x is below "
+    if not np.all(np.isfinite(s)):
+        raise ValueError(f"s = sqrt(var + eps) overflows {dtype}; scale x down")
+    if not np.all(np.isfinite(inv_s)):
+        raise ValueError(f"inv_s = 1/sqrt(var + eps) overflows {dtype}: the spread of x is below "
                          f"{1 / float(np.finfo(dtype).max):.3g} and eps is too small to cover it; use eps > 0")
 
 
@@ -227,7 +227,7 @@ def forward(x, gamma, beta, eps=1e-5, ddof=0):
     """Batch norm in training mode; returns (y, cache). `ddof=1` gives Bessel's correction.
 
     Accuracy (u = 2**-11, 2**-24, 2**-53, 2**-64 for float16, float32, float64, x86 longdouble):
-    |xhat - exact| <= 4 u B (1 + max|x| / std) per channel, with std = sqrt(var + eps); float16
+    |xhat - exact| <= 4 u B (1 + max|x| / s) per channel, with s = sqrt(var + eps); float16
     is accumulated in float32 and y is rounded once to float16. Inputs of any magnitude the dtype
     holds are rescaled by powers of two where the plain sums would over- or underflow; a result
     that does not fit the dtype is refused with a ValueError that names it.
@@ -252,7 +252,7 @@ def _param_out_shape(cache):
 def compact_dx(g, sum_g, sum_gxhat, cache):
     """dx = (g - sum(g)/B - xhat * sum(g*xhat)/(B - ddof)) / s: the two sums may come from an all-reduce."""
     # sum(g*xhat)/(B - ddof) is B/(B-ddof) times mean(g*xhat): the n/(n-1) factor of a Bessel forward.
-    return (g - sum_g / cache.B - cache.xhat * (sum_gxhat / (cache.B - cache.ddof))) * cache.ivar
+    return (g - sum_g / cache.B - cache.xhat * (sum_gxhat / (cache.B - cache.ddof))) * cache.inv_s
 
 
 def checked_dy(dy, cache):
@@ -269,7 +269,7 @@ def backward(dy, cache):
     """Compact backward: dx = (g - mean(g) - xhat * sum(g*xhat)/(B-ddof)) / s, with g = gamma*dy.
 
     Returns (dx, dgamma, dbeta) in x's dtype (float16 is computed in float32). Error per channel,
-    relative to max|gamma*dy|/std: about 8 u B^2 (1 + max|x|/std), with u as in `forward`.
+    relative to max|gamma*dy|/s: about 8 u B^2 (1 + max|x|/s), with u as in `forward`.
     """
     dy, cache, scale_back = rescaled(dy, cache)  # checked, and brought near 1 if far from it
     dgamma, dbeta = _param_grads(dy, cache)
@@ -283,7 +283,7 @@ def backward_staged(dy, cache):
     """Backward node by node, in reverse order of the forward; `+=` where a node fans out."""
     dy, cache, scale_back = rescaled(dy, cache)  # checked, and brought near 1 if far from it
     axes, B, ddof = cache.axes, cache.B, cache.ddof
-    xmu, std, ivar, xhat = cache.xmu, cache.std, cache.ivar, cache.xhat
+    xmu, s, inv_s, xhat = cache.xmu, cache.s, cache.inv_s, cache.xhat
     pshape = _param_out_shape(cache)
     # y = gxhat + beta
     dgxhat = dy
@@ -291,13 +291,13 @@ def backward_staged(dy, cache):
     # gxhat = gamma * xhat
     dgamma = (dgxhat * xhat).sum(axis=cache.param_axes).reshape(pshape)
     dxhat = cache.gamma * dgxhat
-    # xhat = xmu * ivar
-    dxmu = dxhat * ivar
-    divar = (dxhat * xmu).sum(axis=axes, keepdims=True)
-    # ivar = 1 / std
-    dstd = -divar / std**2
-    # std = sqrt(vareps)
-    dvareps = dstd * 0.5 / std
+    # xhat = xmu * inv_s
+    dxmu = dxhat * inv_s
+    dinv_s = (dxhat * xmu).sum(axis=axes, keepdims=True)
+    # inv_s = 1 / s
+    ds = -dinv_s / s**2
+    # s = sqrt(vareps)
+    dvareps = ds * 0.5 / s
     # vareps = var + eps
     dvar = dvareps
     # var = sum(xmusq) / (B - ddof)
@@ -315,9 +315,9 @@ def backward_staged(dy, cache):
 def rescaled(dy, cache):
     """(dy, cache, scale_back) for a backward: checked, and divided by powers of two where far from 1.
 
-    Every intermediate of the backwards is a product of at most five factors from dy, gamma, std,
-    1/std and B. When the largest |dy| of every statistic, gamma and std are within 2**-w..2**w
-    (w = 195 in float64; the forward checked gamma and std), none can over- or underflow, and
+    Every intermediate of the backwards is a product of at most five factors from dy, gamma, s,
+    1/s and B. When the largest |dy| of every statistic, gamma and s are within 2**-w..2**w
+    (w = 195 in float64; the forward checked gamma and s), none can over- or underflow, and
     nothing is rescaled. Otherwise dy, gamma and x are divided by powers of two per statistic,
     which is exact, and `scale_back` multiplies the results back: dx is linear in dy and gamma and
     scales as 1/x, dgamma and dbeta are linear in dy. dy's power is shared along the parameter
@@ -330,9 +330,9 @@ def rescaled(dy, cache):
         return dy, cache, lambda *grads: _in_caller_dtype(grads, cache)
     kd = exponent(np.abs(dy).max(axis=_union_axes(cache), keepdims=True))
     kg = exponent(np.abs(cache.gamma).max(axis=cache.axes, keepdims=True))
-    kx = exponent(cache.std)
-    std_s = np.ldexp(cache.std, -kx)
-    scaled = replace(cache, xmu=np.ldexp(cache.xmu, -kx), std=std_s, ivar=1.0 / std_s, gamma=np.ldexp(cache.gamma, -kg))
+    kx = exponent(cache.s)
+    s_r = np.ldexp(cache.s, -kx)
+    scaled = replace(cache, xmu=np.ldexp(cache.xmu, -kx), s=s_r, inv_s=1.0 / s_r, gamma=np.ldexp(cache.gamma, -kg))
     kp = np.squeeze(kd, axis=cache.param_axes)  # dy's power of two in the parameters' shape
 
     def scale_back(dx, dgamma, dbeta):
@@ -358,10 +358,10 @@ class EvalCache:
     """What the eval-mode forward keeps: no batch statistics, so no projection."""
 
     xhat: np.ndarray
-    ivar: np.ndarray
+    inv_s: np.ndarray
     gamma: np.ndarray
     axes: tuple[int, ...]
-    dtype: np.dtype  # the caller's dtype; xhat and ivar are float32 for float16 x
+    dtype: np.dtype  # the caller's dtype; xhat and inv_s are float32 for float16 x
 
 
 def forward_eval(x, gamma, beta, running_mean, running_var, eps=1e-5):
@@ -378,12 +378,12 @@ def forward_eval(x, gamma, beta, running_mean, running_var, eps=1e-5):
     if np.any(rvar < 0) or np.any(rvar + eps <= 0):
         raise ValueError("running_var must be >= 0, and running_var + eps must be > 0 in every channel")
     with overflow_named("1/sqrt(running_var + eps)", work):
-        ivar = 1.0 / np.sqrt(rvar + eps)
+        inv_s = 1.0 / np.sqrt(rvar + eps)
     with overflow_named("xhat = (x - running_mean) / sqrt(running_var + eps)", work):
-        xhat = (x.astype(work, copy=False) - rmean) * ivar
+        xhat = (x.astype(work, copy=False) - rmean) * inv_s
     with overflow_named("y = gamma * xhat + beta", work):
         y = gamma * xhat + beta
-    return cast_result(y, "y", x.dtype), EvalCache(xhat, ivar, gamma, reduce_axes(x.ndim), x.dtype)
+    return cast_result(y, "y", x.dtype), EvalCache(xhat, inv_s, gamma, reduce_axes(x.ndim), x.dtype)
 
 
 def backward_eval(dy, cache):
@@ -397,7 +397,7 @@ def backward_eval(dy, cache):
     with np.errstate(under="ignore"):
         dy_s = np.ldexp(dy, -k)
     with overflow_named("dx, dgamma or dbeta", cache.xhat.dtype):
-        grads = cache.gamma * dy_s * cache.ivar, (dy_s * cache.xhat).sum(axis=cache.axes), dy_s.sum(axis=cache.axes)
+        grads = cache.gamma * dy_s * cache.inv_s, (dy_s * cache.xhat).sum(axis=cache.axes), dy_s.sum(axis=cache.axes)
         kp = k.reshape(-1)
         grads = np.ldexp(grads[0], k), np.ldexp(grads[1], kp), np.ldexp(grads[2], kp)
     return tuple(cast_result(g, name, cache.dtype) for g, name in zip(grads, ("dx", "dgamma", "dbeta")))

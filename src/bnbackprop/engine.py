@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_tuple
 
-from ._checks import real_array
+from ._validate import real_array
 
 
 @dataclass(eq=False)

@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._checks import real_array
+from ._validate import real_array
 
 
 def _check_step(h) -> float:

@@ -9,7 +9,7 @@ import autograd.numpy as anp
 import numpy as np
 from autograd import grad
 
-from ._checks import param_shape, reduce_axes
+from ._validate import param_shape, reduce_axes
 from .gradcheck import numerical_gradient
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import batchnorm
-from ._checks import (
+from ._validate import (
     check_ddof,
     check_dy,
     check_eps,

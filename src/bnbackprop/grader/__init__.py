@@ -7,7 +7,7 @@
   `batchnorm_forward`, returning ``(out, cache)``, with ``bn_param = {"mode": "train", "eps": eps}``;
   a forward whose fourth parameter is named ``eps`` gets the number instead). Without a
   ``forward_fn`` the cache is this book's `bnbackprop.Cache` from `bnbackprop.forward`: attributes
-  x, mu, xmu, var, std, ivar, xhat, gamma (broadcast shape, e.g. (1, D)), eps, ddof, axes, B.
+  x, mu, xmu, var, s, inv_s, xhat, gamma (broadcast shape, e.g. (1, D)), eps, ddof, axes, B.
 - ``"plain"``: ``backward_fn(x, gamma, beta, dy, eps) -> (dx, dgamma, dbeta)``.
 
 Bessel's correction (makemore divides the variance by B - 1): pass ``ddof=1``. With the reader's

@@ -15,9 +15,9 @@ import numpy as np
 from ..batchnorm import _param_grads
 
 
-def _dx(g, mean_g, xhat, proj, ivar):
-    """The compact formula's shape: dx = (g - mean_g - xhat * proj) * ivar."""
-    return (g - mean_g - xhat * proj) * ivar
+def _dx(g, mean_g, xhat, proj, inv_s):
+    """The compact formula's shape: dx = (g - mean_g - xhat * proj) * inv_s."""
+    return (g - mean_g - xhat * proj) * inv_s
 
 
 def _parts(dy, cache, g=None):
@@ -31,7 +31,7 @@ def _parts(dy, cache, g=None):
 def gamma_dropped(dy, cache):
     """Knet.jl #288: gamma left out of dx, so g = dy. Invisible whenever tests use gamma = 1."""
     g, mean_g, proj = _parts(dy, cache, g=dy)
-    return (_dx(g, mean_g, cache.xhat, proj, cache.ivar), *_param_grads(dy, cache))
+    return (_dx(g, mean_g, cache.xhat, proj, cache.inv_s), *_param_grads(dy, cache))
 
 
 def wrong_axis(dy, cache):
@@ -39,53 +39,53 @@ def wrong_axis(dy, cache):
     g = cache.gamma * dy
     mean_g = g.mean(axis=1)
     proj = (g * cache.xhat).mean(axis=1)
-    return (_dx(g, mean_g, cache.xhat, proj, cache.ivar), *_param_grads(dy, cache))
+    return (_dx(g, mean_g, cache.xhat, proj, cache.inv_s), *_param_grads(dy, cache))
 
 
 def variance_term_dropped(dy, cache):
     """mlpack #2474 / DL4J #8379: the path through the variance is missing, so dx = (g - mean(g)) / s."""
     g, mean_g, _ = _parts(dy, cache)
-    return (_dx(g, mean_g, cache.xhat, 0.0, cache.ivar), *_param_grads(dy, cache))
+    return (_dx(g, mean_g, cache.xhat, 0.0, cache.inv_s), *_param_grads(dy, cache))
 
 
 def mean_via_variance_dropped(dy, cache):
     """darknet #29, in the paper's staged form: dmu without the variance's share. Harmless: that share is a multiple of sum(x - mu) = 0."""
-    axes, B, ddof, ivar = cache.axes, cache.B, cache.ddof, cache.ivar
+    axes, B, ddof, inv_s = cache.axes, cache.B, cache.ddof, cache.inv_s
     dxhat = cache.gamma * dy
-    dvar = -0.5 * (dxhat * cache.xmu).sum(axis=axes, keepdims=True) * ivar**3
+    dvar = -0.5 * (dxhat * cache.xmu).sum(axis=axes, keepdims=True) * inv_s**3
     # The full dmu would add dvar * sum(-2 * xmu) / (B - ddof); that sum is 0 up to rounding.
-    dmu = -(dxhat * ivar).sum(axis=axes, keepdims=True)
-    dx = dxhat * ivar + dvar * 2.0 * cache.xmu / (B - ddof) + dmu / B
+    dmu = -(dxhat * inv_s).sum(axis=axes, keepdims=True)
+    dx = dxhat * inv_s + dvar * 2.0 * cache.xmu / (B - ddof) + dmu / B
     return (dx, *_param_grads(dy, cache))
 
 
 def mean_via_variance_misrestored(dy, cache):
     """A tempting 'fix' of that term: -2 * xmu_i * dvar / B added to dmu per element instead of summed (so 0)."""
     g, mean_g, proj = _parts(dy, cache)
-    dvar = -0.5 * proj * (cache.B - cache.ddof) * cache.ivar**2  # the true dL/dvar
+    dvar = -0.5 * proj * (cache.B - cache.ddof) * cache.inv_s**2  # the true dL/dvar
     dmu_extra = -2.0 * cache.xmu * dvar / cache.B
     # dmu reaches every x_j divided by B, so the per-element 'term' arrives as dmu_extra / B.
-    return (_dx(g, mean_g, cache.xhat, proj, cache.ivar) + dmu_extra / cache.B, *_param_grads(dy, cache))
+    return (_dx(g, mean_g, cache.xhat, proj, cache.inv_s) + dmu_extra / cache.B, *_param_grads(dy, cache))
 
 
 def bessel_mismatch(dy, cache):
     """The biased formula, mean(g * xhat), on a Bessel (ddof=1) forward: the n/(n-1) factor is lost."""
     g, mean_g, _ = _parts(dy, cache)
     proj = (g * cache.xhat).mean(axis=cache.axes, keepdims=True)
-    return (_dx(g, mean_g, cache.xhat, proj, cache.ivar), *_param_grads(dy, cache))
+    return (_dx(g, mean_g, cache.xhat, proj, cache.inv_s), *_param_grads(dy, cache))
 
 
 def eps_outside_sqrt(dy, cache):
     """s computed as sqrt(var) + eps instead of sqrt(var + eps): dx scaled by about 1 - eps/sigma + eps/(2 var)."""
     g, mean_g, proj = _parts(dy, cache)
-    ivar = 1.0 / (np.sqrt(cache.var) + cache.eps)
-    return (_dx(g, mean_g, cache.xhat, proj, ivar), *_param_grads(dy, cache))
+    inv_s = 1.0 / (np.sqrt(cache.var) + cache.eps)
+    return (_dx(g, mean_g, cache.xhat, proj, inv_s), *_param_grads(dy, cache))
 
 
 def missing_inv_n(dy, cache):
     """The 1/B of d mu / d x_j forgotten (the seed answer's 'dmu/dx = 1'): mean(g) becomes sum(g)."""
     g, _, proj = _parts(dy, cache)
-    return (_dx(g, g.sum(axis=cache.axes, keepdims=True), cache.xhat, proj, cache.ivar), *_param_grads(dy, cache))
+    return (_dx(g, g.sum(axis=cache.axes, keepdims=True), cache.xhat, proj, cache.inv_s), *_param_grads(dy, cache))
 
 
 def param_grads_wrong_axis(dy, cache):
@@ -93,7 +93,7 @@ def param_grads_wrong_axis(dy, cache):
     g, mean_g, proj = _parts(dy, cache)
     dbeta = dy.sum(axis=1)
     dgamma = (dy * cache.xhat).sum(axis=1)
-    return _dx(g, mean_g, cache.xhat, proj, cache.ivar), dgamma, dbeta
+    return _dx(g, mean_g, cache.xhat, proj, cache.inv_s), dgamma, dbeta
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def wrong_axis_keepdims(dy, cache):
     g = cache.gamma * dy
     mean_g = g.mean(axis=1, keepdims=True)
     proj = (g * cache.xhat).mean(axis=1, keepdims=True)
-    return (_dx(g, mean_g, cache.xhat, proj, cache.ivar), *_param_grads(dy, cache))
+    return (_dx(g, mean_g, cache.xhat, proj, cache.inv_s), *_param_grads(dy, cache))
 
 
 def variant(name: str, backward_fn: Callable) -> Bug:

@@ -7,7 +7,7 @@ import io
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .._checks import check_finite
+from .._validate import check_finite
 
 
 def parse_values(text, name: str) -> np.ndarray:
