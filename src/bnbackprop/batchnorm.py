@@ -3,6 +3,25 @@
 Names follow the book's name table (`bnbackprop.names`). Gradients are named `d<name>`.
 The statistics are taken over `cache.axes`; for batch norm that is every axis but the channel
 axis 1, so `x` may be (N, D) or (N, C, H, W, ...).
+
+Dtypes and range. float16, float32, float64 and longdouble are computed in their own dtype, except
+float16, whose statistics and gradients are accumulated in float32 and rounded once to float16 (as
+PyTorch does). Inputs of any magnitude the dtype holds, subnormal to its largest, are computed: where
+a plain step would over- or underflow, x, gamma and dy are divided by powers of two per statistic,
+which is exact, and the results multiplied back. A result that does not fit the dtype (y, dx,
+dgamma, dbeta, x - mu, s or inv_s) is refused with a ValueError that names it; `Cache.var` alone is
+stored as inf when the variance itself overflows (|x - mu| above about 1.3e154 in float64).
+
+Accuracy, per channel, against exact arithmetic on the values as given (tested in
+tests/test_edges_property.py): with u = 2**-24 (float16 and float32), 2**-53 (float64) or 2**-64
+(x86 longdouble), B values per channel, s = sqrt(var + eps) and cond = 1 + max|x| / s,
+    y:       8 u B^2 (cond |gamma| + |beta|)
+    dx:      8 u B^2 cond |gamma| max|dy| / s
+    dgamma:  8 u B^2 cond max|dy|        dbeta: 8 u B max|dy|
+    eval y:  8 u (|gamma| (max|x| + |running_mean|) / s + |beta|),   eval dx: 8 u |gamma| max|dy| / s
+plus, for float16, one rounding to float16 (2**-11 relative), and 4 of the dtype's smallest
+subnormal. cond is the honest price of subtracting the mean: a channel whose spread is tiny beside
+its values loses digits in any algorithm that rounds x.
 """
 
 from __future__ import annotations
@@ -32,17 +51,12 @@ from ._validate import (
 
 @dataclass(frozen=True)
 class Cache:
-    """What the forward pass keeps for the backward pass.
+    """What the forward pass keeps for the backward pass (in float32 for float16 x, but x itself)."""
 
-    `x` is the caller's x; the statistics and xhat are in the compute dtype (float32 for float16 x).
-    `var` is rounded to that dtype: inf if the variance overflows it (|x - mu| above about 1.3e154 in
-    float64), subnormal if tiny. `s`, `inv_s` and `xhat` come from rescaled moments and stay accurate.
-    """
-
-    x: np.ndarray
+    x: np.ndarray  # the caller's x
     mu: np.ndarray
     xmu: np.ndarray
-    var: np.ndarray
+    var: np.ndarray  # inf if the variance overflows the dtype; s, inv_s and xhat stay accurate
     s: np.ndarray
     inv_s: np.ndarray
     xhat: np.ndarray
@@ -224,14 +238,7 @@ def check_training_args(x, gamma, beta, eps, ddof):
 
 
 def forward(x, gamma, beta, eps=1e-5, ddof=0):
-    """Batch norm in training mode; returns (y, cache). `ddof=1` gives Bessel's correction.
-
-    Accuracy (u = 2**-11, 2**-24, 2**-53, 2**-64 for float16, float32, float64, x86 longdouble):
-    |xhat - exact| <= 4 u B (1 + max|x| / s) per channel, with s = sqrt(var + eps); float16
-    is accumulated in float32 and y is rounded once to float16. Inputs of any magnitude the dtype
-    holds are rescaled by powers of two where the plain sums would over- or underflow; a result
-    that does not fit the dtype is refused with a ValueError that names it.
-    """
+    """Batch norm in training mode; returns (y, cache). `ddof=1` gives Bessel's correction (accuracy: module doc)."""
     x, gamma, beta, axes, eps, ddof = check_training_args(x, gamma, beta, eps, ddof)
     return normalize_unchecked(x, gamma, beta, axes, eps, ddof)
 
@@ -266,11 +273,7 @@ def _union_axes(cache):
 
 
 def backward(dy, cache):
-    """Compact backward: dx = (g - mean(g) - xhat * sum(g*xhat)/(B-ddof)) / s, with g = gamma*dy.
-
-    Returns (dx, dgamma, dbeta) in x's dtype (float16 is computed in float32). Error per channel,
-    relative to max|gamma*dy|/s: about 8 u B^2 (1 + max|x|/s), with u as in `forward`.
-    """
+    """Compact backward: dx = (g - mean(g) - xhat * sum(g*xhat)/(B-ddof)) / s, with g = gamma*dy."""
     dy, cache, scale_back = rescaled(dy, cache)  # checked, and brought near 1 if far from it
     dgamma, dbeta = _param_grads(dy, cache)
     g = cache.gamma * dy
@@ -313,16 +316,14 @@ def backward_staged(dy, cache):
 
 
 def rescaled(dy, cache):
-    """(dy, cache, scale_back) for a backward: checked, and divided by powers of two where far from 1.
-
-    Every intermediate of the backwards is a product of at most five factors from dy, gamma, s,
-    1/s and B. When the largest |dy| of every statistic, gamma and s are within 2**-w..2**w
-    (w = 195 in float64; the forward checked gamma and s), none can over- or underflow, and
-    nothing is rescaled. Otherwise dy, gamma and x are divided by powers of two per statistic,
-    which is exact, and `scale_back` multiplies the results back: dx is linear in dy and gamma and
-    scales as 1/x, dgamma and dbeta are linear in dy. dy's power is shared along the parameter
-    axes too, so that dgamma and dbeta add values of one scale.
-    """
+    """(dy, cache, scale_back) for a backward: checked, and divided by powers of two where far from 1."""
+    # Every intermediate of the backwards is a product of at most five factors from dy, gamma, s,
+    # 1/s and B. When the largest |dy| of every statistic, gamma and s are within 2**-w..2**w
+    # (w = 195 in float64; the forward checked gamma and s), none can over- or underflow, and
+    # nothing is rescaled. Otherwise dy, gamma and x are divided by powers of two per statistic,
+    # which is exact, and scale_back multiplies the results back: dx is linear in dy and gamma and
+    # scales as 1/x, dgamma and dbeta are linear in dy. dy's power is shared along the parameter
+    # axes too, so that dgamma and dbeta add values of one scale.
     _check_cache(cache)
     dy, absmax = check_dy(dy, cache.xhat.shape, cache.x.dtype, _union_axes(cache))  # the max checks finiteness too
     dy = dy.astype(cache.xhat.dtype, copy=False)
@@ -365,7 +366,7 @@ class EvalCache:
 
 
 def forward_eval(x, gamma, beta, running_mean, running_var, eps=1e-5):
-    """Batch norm in eval mode with running statistics; returns (y, cache). Any batch size works (accuracy as `forward`)."""
+    """Batch norm in eval mode with running statistics; returns (y, cache). Any batch size works."""
     x = check_input(x)
     eps = check_eps(eps, x.dtype)
     C, work = x.shape[1], compute_dtype(x.dtype)

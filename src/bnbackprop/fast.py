@@ -16,6 +16,11 @@ beat 5/3 of np.add's time on arrays larger than the cache.
   through the block, and its per-call cost loses to PyTorch on arrays that fit in the cache.
 - `backward_fast` fuses each pass into one loop with numba, which numpy cannot express; that is
   what brings it near the 5/3 limit (see benchmarks/README.md for the measured ratios).
+
+Dtypes, range, accuracy and refusals are those of `batchnorm` (see its docstring): float16 is
+computed in float32 (numba has no float16), longdouble by `batchnorm.backward` (numba has no
+longdouble either), and a result that overflows in the fast passes (detected inside pass 2, with
+no extra memory traffic) is recomputed by the scale-safe `batchnorm.backward`.
 """
 
 from __future__ import annotations
@@ -68,9 +73,10 @@ def _sums(dy2, xhat2, blocks, tmp, by_row):
     return s_dy, s_dyx
 
 
-def _apply(dy2, xhat2, coef, out2, blocks, tmp, by_row):
-    """Pass 2: dx = a*dy + b*xhat + c, block by block; by_row means one (a, b, c) per row."""
+def _apply(dy2, xhat2, coef, out2, blocks, tmp, by_row) -> bool:
+    """Pass 2: dx = a*dy + b*xhat + c, block by block; by_row means one (a, b, c) per row. True if all finite."""
     a, b, c = coef
+    finite = True
     for i, j in blocks:
         t, o = tmp[: j - i], out2[i:j]
         ai, bi, ci = (a[i:j], b[i:j], c[i:j]) if by_row else (a, b, c)
@@ -78,6 +84,8 @@ def _apply(dy2, xhat2, coef, out2, blocks, tmp, by_row):
         np.multiply(xhat2[i:j], bi, out=t)
         o += t
         o += ci
+        finite = finite and bool(np.isfinite(o.sum()))  # the block is still in cache: no extra memory pass
+    return finite
 
 
 def _check_out(out, cache) -> np.ndarray:
@@ -129,19 +137,16 @@ def _prepare(dy, cache, out):
     return dy, np.ascontiguousarray(xhat), work_out
 
 
-def _finish(dy, cache, grads, out):
-    """Redo an over- or underflowing result scale-safely, then give it in x's dtype (in `out` if given)."""
-    dx, dgamma, dbeta = grads
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = dx.sum()  # one cheap pass: a NaN or inf anywhere in dx makes the sum non-finite
-    if not (np.isfinite(total) and np.isfinite(dgamma).all() and np.isfinite(dbeta).all()):
+def _finish(dy, cache, grads, out, in_place=False):
+    """(dx, dgamma, dbeta) in x's dtype, in `out` if given; grads=None (non-finite, or longdouble): the clear backward's."""
+    if grads is None or not (np.isfinite(grads[1]).all() and np.isfinite(grads[2]).all()):
         check_finite(dy, "dy")
-        if np.shares_memory(dx, dy):
+        if in_place:
             raise ValueError("dx overflowed in the fast pass, which already overwrote dy (out=dy); "
                              "call again without out to get the scale-safe result")
-        dx, dgamma, dbeta = backward(dy, cache)  # the clear backward rescales; dy holds values of x's dtype
+        dx, dgamma, dbeta = backward(dy, cache)  # rescales where needed; dy holds values of x's dtype
     else:
-        dx, dgamma, dbeta = _in_caller_dtype((dx, dgamma, dbeta), cache)
+        dx, dgamma, dbeta = _in_caller_dtype(grads, cache)
     if out is not None and out is not dx:
         out[...] = dx
         dx = out
@@ -151,15 +156,12 @@ def _finish(dy, cache, grads, out):
 def _coefficients(dy, cache, dbeta, dgamma, ch):
     """Per-channel (a, b, c) of dx = a*dy + b*xhat + c, from gamma*inv_s and the two sums."""
     a = cache.gamma.reshape(ch) * cache.inv_s.reshape(ch)
-    return a, a * dgamma * -(1.0 / (cache.B - cache.ddof)), a * dbeta * -(1.0 / cache.B)
+    one = cache.xhat.dtype.type(1)  # 1/B in the array's precision (a Python float would round longdouble's)
+    return a, a * dgamma * -(one / (cache.B - cache.ddof)), a * dbeta * -(one / cache.B)
 
 
 def backward_blocked(dy, cache: Cache, out=None):
-    """numpy only: same (dx, dgamma, dbeta) as `batchnorm.backward`, two cache-blocked passes, BLAS sums.
-
-    Same dtypes, accuracy and refusals as `batchnorm.backward` (float16 computed in float32);
-    an over- or underflowing result is redone by its scale-safe path.
-    """
+    """numpy only: same (dx, dgamma, dbeta) as `batchnorm.backward`, two cache-blocked passes, BLAS sums."""
     user_out = out
     dy, xhat, out = _prepare(dy, cache, out)
     n, ch = xhat.shape[:2]
@@ -172,13 +174,13 @@ def backward_blocked(dy, cache: Cache, out=None):
         if by_row:
             dbeta, dgamma = dbeta.reshape(n, ch).sum(0), dgamma.reshape(n, ch).sum(0)
     if not (np.isfinite(dbeta).all() and np.isfinite(dgamma).all()):
-        return _finish(dy, cache, (out, dgamma, dbeta), user_out)
+        return _finish(dy, cache, None, user_out)
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # _finish checks the result
         coef = _coefficients(dy, cache, dbeta, dgamma, ch)
         if by_row:  # contiguous per-row coefficient tiles, one row per (n, c) pair
             coef = tuple(np.tile(v, n)[:, None] for v in coef)
-        _apply(dy2, xhat2, coef, out2, blocks, tmp, by_row)
-    return _finish(dy, cache, (out, dgamma, dbeta), user_out)
+        finite = _apply(dy2, xhat2, coef, out2, blocks, tmp, by_row)
+    return _finish(dy, cache, (out, dgamma, dbeta) if finite else None, user_out, in_place=np.shares_memory(out, dy))
 
 
 # Reassociation lets LLVM split each sum over SIMD lanes (a different but equally exact order);
@@ -196,9 +198,13 @@ def _backward_cols_jit(dy, xhat, a, inv_bd, inv_b, out, dgamma, dbeta):
             dbeta[j] += v
             dgamma[j] += v * xhat[i, j]
     b, c = -a * dgamma * inv_bd, -a * dbeta * inv_b
+    chk = dy[0, 0] * 0
     for i in range(n):
         for j in range(d):
-            out[i, j] = a[j] * dy[i, j] + b[j] * xhat[i, j] + c[j]
+            o = a[j] * dy[i, j] + b[j] * xhat[i, j] + c[j]
+            out[i, j] = o
+            chk += o * 0.0  # stays 0 unless some dx is inf or NaN; free beside the memory traffic
+    return chk
 
 
 @njit(cache=True, fastmath=_FLAGS)
@@ -214,29 +220,31 @@ def _backward_rows_jit(dy, xhat, a, inv_bd, inv_b, out, dgamma, dbeta):
         dbeta[r % ch] += s_dy
         dgamma[r % ch] += s_dyx
     b, c = -a * dgamma * inv_bd, -a * dbeta * inv_b
+    chk = dy[0, 0] * 0
     for r in range(dy.shape[0]):
         k = r % ch
         ak, bk, ck = a[k], b[k], c[k]
         for m in range(dy.shape[1]):
-            out[r, m] = ak * dy[r, m] + bk * xhat[r, m] + ck
+            o = ak * dy[r, m] + bk * xhat[r, m] + ck
+            out[r, m] = o
+            chk += o * 0.0  # stays 0 unless some dx is inf or NaN; free beside the memory traffic
+    return chk
 
 
 def backward_fast(dy, cache: Cache, out=None):
-    """Same (dx, dgamma, dbeta) as `batchnorm.backward`: one fused pass for the sums, one for dx (numba).
-
-    Same dtypes, accuracy and refusals as `batchnorm.backward` (float16 computed in float32, since
-    numba has no float16); an over- or underflowing result is redone by its scale-safe path.
-    """
+    """Same (dx, dgamma, dbeta) as `batchnorm.backward`: one fused pass for the sums, one for dx (numba)."""
     user_out = out
     dy, xhat, out = _prepare(dy, cache, out)
+    if xhat.dtype.type not in (np.float32, np.float64):
+        return _finish(dy, cache, None, user_out)
     ch = xhat.shape[1]
     dgamma, dbeta = np.zeros(ch, xhat.dtype), np.zeros(ch, xhat.dtype)
     kernel = _backward_rows_jit if xhat.ndim > 2 else _backward_cols_jit
     inv_bd, inv_b = xhat.dtype.type(1.0 / (cache.B - cache.ddof)), xhat.dtype.type(1.0 / cache.B)
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # _finish checks the result
         a = cache.gamma.reshape(ch) * cache.inv_s.reshape(ch)
-    kernel(_rows(dy), _rows(xhat), a, inv_bd, inv_b, _rows(out), dgamma, dbeta)
-    return _finish(dy, cache, (out, dgamma, dbeta), user_out)
+    chk = kernel(_rows(dy), _rows(xhat), a, inv_bd, inv_b, _rows(out), dgamma, dbeta)
+    return _finish(dy, cache, (out, dgamma, dbeta) if np.isfinite(chk) else None, user_out, in_place=np.shares_memory(out, dy))
 
 
 __all__ = ["backward_blocked", "backward_fast"]
