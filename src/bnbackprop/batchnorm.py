@@ -26,7 +26,6 @@ its values loses digits in any algorithm that rounds x.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -92,15 +91,15 @@ def _finish(x, stats, gamma_b, beta_b, axes, eps, ddof, param_axes, B):
         y = gamma_b * xhat + beta_b
     y = cast_result(y, "y", x.dtype)
     axes_p = axes if param_axes is None else param_axes
-    in_range = _in_window(exponent(np.abs(gamma_b).max(axis=axes, keepdims=True)), xhat.dtype, B) and _in_window(
-        exponent(s), xhat.dtype, B)
+    g = np.abs(gamma_b)
+    in_range = _in_window([exponent(v) for v in (g.min(), g.max(), s.min(), s.max())], xhat.dtype, B)
     return y, Cache(x, mu, xmu, var, s, inv_s, xhat, gamma_b, eps, ddof, axes, axes_p, B, in_range)
 
 
 def _in_window(k, dtype, B) -> bool:
     """Are the powers of two k within 2**-w..2**w, where products of five such factors and B stay in range?"""
     w = (np.finfo(dtype).maxexp - 2 * int(B).bit_length() - 16) // 5  # 195 in float64 for small B
-    return int(np.max(np.abs(k))) <= w
+    return max(abs(int(v)) for v in k) <= w
 
 
 def standardize(x, axes, eps, ddof, B):
@@ -162,15 +161,20 @@ def _refuse_overflow(xmu, s, inv_s):
                          f"{1 / float(np.finfo(dtype).max):.3g} and eps is too small to cover it; use eps > 0")
 
 
-@contextmanager
-def overflow_named(what: str, dtype):
-    """Turn an overflow inside the block into a ValueError that names the quantity."""
-    try:
-        with np.errstate(over="raise", invalid="raise"):
-            yield
-    except FloatingPointError as err:
-        raise ValueError(f"{what} overflows {np.dtype(dtype)}: the exact value is beyond its largest number, "
-                         f"{float(np.finfo(dtype).max):.3g}; scale the inputs down") from err
+class overflow_named:  # noqa: N801 (used like np.errstate)
+    """Context: an overflow inside the block becomes a ValueError that names the quantity."""
+
+    def __init__(self, what: str, dtype):
+        self.what, self.dtype, self.state = what, np.dtype(dtype), np.errstate(over="raise", invalid="raise")
+
+    def __enter__(self):
+        self.state.__enter__()
+
+    def __exit__(self, kind, err, tb):
+        self.state.__exit__(kind, err, tb)
+        if kind is not None and issubclass(kind, FloatingPointError):
+            raise ValueError(f"{self.what} overflows {self.dtype}: the exact value is beyond its largest number, "
+                             f"{float(np.finfo(self.dtype).max):.3g}; scale the inputs down") from err
 
 
 def cast_result(a, name: str, dtype):
@@ -327,7 +331,7 @@ def rescaled(dy, cache):
     _check_cache(cache)
     dy, absmax = check_dy(dy, cache.xhat.shape, cache.x.dtype, _union_axes(cache))  # the max checks finiteness too
     dy = dy.astype(cache.xhat.dtype, copy=False)
-    if cache.in_range and _in_window([np.frexp(absmax.min())[1], np.frexp(absmax.max())[1]], dy.dtype, cache.B):
+    if cache.in_range and _in_window([exponent(absmax.min()), exponent(absmax.max())], dy.dtype, cache.B):
         return dy, cache, lambda *grads: _in_caller_dtype(grads, cache)
     kd = exponent(np.abs(dy).max(axis=_union_axes(cache), keepdims=True))
     kg = exponent(np.abs(cache.gamma).max(axis=cache.axes, keepdims=True))
