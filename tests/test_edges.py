@@ -367,7 +367,7 @@ def test_node_sqrt_of_a_negative_value_and_of_zero():
     root = engine.leaf([4.0, 0.0], "a").sqrt()
     np.testing.assert_array_equal(root.value, [2.0, 0.0])
     with pytest.raises(ValueError, match=r"the derivative of a \*\* 0.5 is infinite where a = 0"):
-        engine.backward(root.sum())
+        engine.backprop(root.sum())
     with pytest.raises(ValueError, match=r"division by zero"):
         engine.leaf([1.0, 2.0]) / engine.leaf([1.0, 0.0])
 

@@ -42,6 +42,7 @@ from ._validate import (
     check_training_batch,
     compute_dtype,
     cast_checked,
+    count_over,
     is_real_number,
     param_shape,
     reduce_axes,
@@ -70,7 +71,7 @@ class Cache:
 
 def normalize_unchecked(x, gamma_b, beta_b, axes, eps, ddof, param_axes=None):
     """Normalize `x` over `axes` with broadcast-shaped `gamma_b`, `beta_b`; the caller has checked the input."""
-    B = int(np.prod([x.shape[a] for a in axes]))
+    B = count_over(x.shape, axes)
     work = compute_dtype(x.dtype)  # float16 is accumulated in float32, as PyTorch does
     xw, gamma_w, beta_w = (a.astype(work, copy=False) for a in (x, gamma_b, beta_b))
     stats = standardize(xw, axes, eps, ddof, B)
@@ -207,7 +208,7 @@ def normalize_forward(x, gamma_b, beta_b, axes, eps=1e-5, ddof=0, param_axes=Non
     axes = check_axes(axes, x.ndim)
     param_axes = axes if param_axes is None else check_axes(param_axes, x.ndim, "param_axes")
     eps, ddof = check_eps(eps, x.dtype), check_ddof(ddof)
-    B = int(np.prod([x.shape[a] for a in axes]))
+    B = count_over(x.shape, axes)
     if B - ddof < 1:
         raise ValueError(f"axes {axes} of x with shape {x.shape} hold {B} value(s) per statistic; "
                          f"with ddof={ddof} the variance divides by B - ddof = {B - ddof}: need B > ddof")
@@ -247,7 +248,7 @@ def forward(x, gamma, beta, eps=1e-5, ddof=0):
     return normalize_unchecked(x, gamma, beta, axes, eps, ddof)
 
 
-def _param_grads(dy, cache):
+def param_grads(dy, cache):
     """dgamma and dbeta: sums over the axes the parameters were broadcast along."""
     shape = _param_out_shape(cache)
     dbeta = dy.sum(axis=cache.param_axes).reshape(shape)
@@ -279,7 +280,7 @@ def _union_axes(cache):
 def backward(dy, cache):
     """Compact backward: dx = (g - mean(g) - xhat * sum(g*xhat)/(B-ddof)) / s, with g = gamma*dy."""
     dy, cache, scale_back = rescaled(dy, cache)  # checked, and brought near 1 if far from it
-    dgamma, dbeta = _param_grads(dy, cache)
+    dgamma, dbeta = param_grads(dy, cache)
     g = cache.gamma * dy
     sum_g = g.sum(axis=cache.axes, keepdims=True)
     sum_gxhat = (g * cache.xhat).sum(axis=cache.axes, keepdims=True)
@@ -436,8 +437,12 @@ __all__ = [
     "backward_staged",
     "forward",
     "forward_eval",
+    "check_training_args",
+    "compact_dx",
     "normalize_forward",
     "normalize_unchecked",
-    "compact_dx",
+    "normalize_with_stats",
+    "param_grads",
+    "refuse_zero_variance",
     "update_running_stats",
 ]

@@ -2,7 +2,7 @@
 
 Each op is a function that makes a node and one `Edge` per use of an operand: `a * a` has two
 edges from `a`. An edge holds its local vector-Jacobian product as a small closure. The backward
-pass collects every edge's contribution at its source node and adds them in one named step,
+pass, `backprop`, collects every edge's contribution at its source node and adds them in one named step,
 `fan_in_sum`, which is where the chain rule's sum over paths lives.
 """
 
@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_tuple
 
-from ._validate import real_array
+from ._validate import count_over, real_array
 
 
 @dataclass(eq=False)
@@ -236,7 +236,7 @@ def reduce_mean(a: Node, axis=None, keepdims=False, ddof=0) -> Node:
     axes, shape = _axes(axis, a.value.ndim), a.shape
     if isinstance(ddof, (bool, np.bool_)) or not isinstance(ddof, (int, np.integer)) or ddof < 0:
         raise ValueError(f"ddof must be a non-negative integer; got {ddof!r}")
-    count = int(np.prod([shape[i] for i in axes]))
+    count = count_over(shape, axes)
     if count - ddof < 1:
         raise ValueError(f"mean over {count} value(s) with ddof={ddof} divides by count - ddof = {count - ddof}; "
                          "need more values than ddof")
@@ -292,7 +292,7 @@ class Gradients:
         return self._contrib[id(self._node(key))]
 
 
-def backward(out: Node, seed=None) -> Gradients:
+def backprop(out: Node, seed=None) -> Gradients:
     """Reverse-mode pass from `out`; the seed defaults to ones. Nothing accumulates across calls."""
     order = topological_order(out)
     seed = np.ones_like(out.value) if seed is None else np.asarray(seed, dtype=float)
@@ -326,3 +326,26 @@ def path_jacobian(path: tuple[Edge, ...]) -> np.ndarray:
     for edge in path:
         J = edge.jacobian() @ J
     return J
+
+
+__all__ = [
+    "Edge",
+    "Gradients",
+    "Node",
+    "add",
+    "all_edges",
+    "backprop",
+    "div",
+    "fan_in_sum",
+    "leaf",
+    "mul",
+    "neg",
+    "path_jacobian",
+    "paths",
+    "power",
+    "reduce_mean",
+    "reduce_sum",
+    "sub",
+    "topological_order",
+    "unbroadcast",
+]
