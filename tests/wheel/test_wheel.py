@@ -17,31 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT
+from helpers import CS231N_SAMPLE, ROOT
 
 # (module, the extra that installs what it needs); the [mpi] extra's module imports without it.
 OPTIONAL = {"bnbackprop.fast": "fast", "bnbackprop.symbolic": "symbolic", "bnbackprop.widgets.triangle": "widgets",
             "bnbackprop.widgets.decompose": "widgets", "bnbackprop.widgets.gradient_size": "widgets"}
-SAMPLE = '''
-import numpy as np
-
-def batchnorm_forward(x, gamma, beta, bn_param):
-    mu = x.mean(axis=0)
-    s = np.sqrt(x.var(axis=0) + bn_param.get("eps", 1e-5))
-    xhat = (x - mu) / s
-    return gamma * xhat + beta, (xhat, gamma, s)
-
-def batchnorm_backward(dout, cache):
-    xhat, gamma, s = cache
-    g = gamma * dout
-    dx = (g - g.mean(axis=0) - xhat * (g * xhat).mean(axis=0)) / s
-    return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
-
-def backward_without_gamma(dout, cache):
-    xhat, gamma, s = cache
-    dx = (dout - dout.mean(axis=0) - xhat * (dout * xhat).mean(axis=0)) / s
-    return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
-'''
 
 
 @dataclass
@@ -85,11 +65,11 @@ def core(tmp_path_factory):
     venv.EnvBuilder(with_pip=True).create(base / "venv")
     env = Env(base / "venv", wheel, base / "work")
     env.work.mkdir()
-    (env.work / "student.py").write_text(textwrap.dedent(SAMPLE))
+    (env.work / "student.py").write_text(textwrap.dedent(CS231N_SAMPLE))
     env.pip_install(str(wheel))
     check = env.root / "bin" / "bnbackprop-check"
     env.runs["right"] = env.run(check, "student.py:batchnorm_backward")
-    env.runs["wrong"] = env.run(check, "student.py:backward_without_gamma")
+    env.runs["wrong"] = env.run(check, "student.py:batchnorm_backward_nogamma")
     env.runs["where"] = env.run(env.python, "-c", "import bnbackprop; print(bnbackprop.__file__)")
     env.runs["mpi"] = env.run(env.python, "-c", "from bnbackprop.syncbn_mpi import missing_mpi; print(missing_mpi())")
     env.runs |= {m: env.try_import(m) for m in OPTIONAL}
