@@ -21,7 +21,8 @@ from helpers import CS231N_SAMPLE, ROOT
 
 # (module, the extra that installs what it needs); the [mpi] extra's module imports without it.
 OPTIONAL = {"bnbackprop.fast": "fast", "bnbackprop.symbolic": "symbolic", "bnbackprop.widgets.triangle": "widgets",
-            "bnbackprop.widgets.decompose": "widgets", "bnbackprop.widgets.gradient_size": "widgets"}
+            "bnbackprop.widgets.decompose": "widgets", "bnbackprop.widgets.gradient_size": "widgets",
+            "bnbackprop.lowprec": "lowprec"}
 
 
 @dataclass
@@ -78,8 +79,8 @@ def core(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def full(core):
-    """The same venv after `pip install wheel[widgets,fast,symbolic]`."""
-    core.pip_install(f"{core.wheel}[widgets,fast,symbolic]")
+    """The same venv after `pip install wheel[widgets,fast,symbolic,lowprec]` ([mpi] brings an MPI: not here)."""
+    core.pip_install(f"{core.wheel}[widgets,fast,symbolic,lowprec]")
     return core
 
 
