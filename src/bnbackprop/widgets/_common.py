@@ -6,8 +6,11 @@ import io
 
 import matplotlib.pyplot as plt
 import numpy as np
+from PIL import Image
 
 from .._checks import check_finite
+
+PALETTE_COLORS = 64
 
 
 def parse_values(text, name: str) -> np.ndarray:
@@ -27,9 +30,16 @@ def parse_values(text, name: str) -> np.ndarray:
     return arr
 
 
-def figure_png(fig, dpi: int = 90) -> bytes:
-    """Render a figure to PNG bytes and close it, so it is not also shown inline and redraws do not pile up."""
+def figure_png(fig, dpi: int = 80) -> bytes:
+    """Render a figure to PNG bytes and close it, so it is not also shown inline and redraws do not pile up.
+
+    The image is reduced to a 64-colour palette: a static page stores dozens of these, and a chart's
+    few flat colours and anti-aliased edges lose nothing visible while the file shrinks about fourfold.
+    """
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
-    return buf.getvalue()
+    rgb = Image.open(buf).convert("RGB")
+    out = io.BytesIO()
+    rgb.quantize(PALETTE_COLORS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(out, "PNG", optimize=True)
+    return out.getvalue()
