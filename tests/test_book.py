@@ -67,7 +67,7 @@ def test_every_bug_points_at_a_real_section():
     """The grader's 'Read: Chapter N, <section>' must lead somewhere that exists."""
     import re
 
-    from bnbackprop.bugs import BUGS
+    from bnbackprop.grader.bugs import BUGS
 
     for bug in BUGS.values():
         chapter, section = re.fullmatch(r"Chapter (\d+), '(.+)'", bug.section).groups()

@@ -7,7 +7,7 @@ import pytest
 from conftest import random_batch
 
 import bnbackprop as bn
-from bnbackprop.bugs import BUGS
+from bnbackprop.grader.bugs import BUGS
 from bnbackprop.reference import autograd_backward, finite_difference_backward
 
 

@@ -12,9 +12,10 @@ import pytest
 
 from bnbackprop.batchnorm import backward, backward_staged
 from bnbackprop.bngraph import engine_backward
-from bnbackprop.check import main as check_main
-from bnbackprop.bugs import BUGS
-from bnbackprop.diagnose import CASES, diagnose
+from bnbackprop.grader.__main__ import main as check_main
+from bnbackprop.grader.bugs import BUGS
+from bnbackprop.grader import diagnose
+from bnbackprop.grader.cases import CASES
 
 
 # Readers' implementations, plain convention: (x, gamma, beta, dy, eps) -> (dx, dgamma, dbeta), 2-D only.
@@ -341,7 +342,7 @@ def batchnorm_backward_nogamma(dout, cache):
 
 
 def run_check(*args):
-    return subprocess.run([sys.executable, "-m", "bnbackprop.check", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "bnbackprop.grader", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_command_line_exit_codes(tmp_path):

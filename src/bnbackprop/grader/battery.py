@@ -15,9 +15,9 @@ from typing import Callable
 
 import numpy as np
 
-from ._checks import param_shape, reduce_axes
-from .batchnorm import forward
-from .reference import autograd_backward
+from .._checks import param_shape, reduce_axes
+from ..batchnorm import forward
+from ..reference import autograd_backward
 
 COMPARES = ("all", "dx", "shapes", "sum_dx")
 

@@ -1,6 +1,6 @@
-"""Grade a batch-norm backward from the command line: `python -m bnbackprop.check file.py:function`.
+"""Grade a batch-norm backward from the command line: `python -m bnbackprop.grader file.py:function`.
 
-Prints the same report as `bnbackprop.diagnose.diagnose`. Exit code 0: correct; 1: wrong, or it
+Prints the same report as `bnbackprop.grader.diagnose` (also installed as the command `bnbackprop-check`). Exit code 0: correct; 1: wrong, or it
 could not be checked; 2: a usage error (bad arguments, no such file or function).
 """
 
@@ -11,11 +11,12 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from .diagnose import CONVENTIONS, diagnose
+from . import diagnose
+from .cases import CONVENTIONS
 
 USAGE_EXAMPLES = """examples:
-  python -m bnbackprop.check layers.py:batchnorm_backward --forward batchnorm_forward
-  python -m bnbackprop.check mybn.py:bn_backward --convention plain --ddof 1
+  python -m bnbackprop.grader layers.py:batchnorm_backward --forward batchnorm_forward
+  python -m bnbackprop.grader mybn.py:bn_backward --convention plain --ddof 1
 conventions:
 """ + "\n".join(f"  {k:7s} {v}" for k, v in CONVENTIONS.items())
 
@@ -26,7 +27,7 @@ class UsageError(Exception):
 
 def parser() -> argparse.ArgumentParser:
     """The command line's arguments."""
-    p = argparse.ArgumentParser(prog="python -m bnbackprop.check", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="python -m bnbackprop.grader", description=__doc__.splitlines()[0],
                                 epilog=USAGE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", help="path/to/file.py:function_name, your backward")
     p.add_argument("--convention", choices=sorted(CONVENTIONS), default="cs231n")
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         backward_fn = get_function(module, name, path)
         forward_fn = get_function(module, args.forward, path) if args.forward else None
     except UsageError as exc:
-        print(f"python -m bnbackprop.check: error: {exc}", file=sys.stderr)
+        print(f"python -m bnbackprop.grader: error: {exc}", file=sys.stderr)
         return 2
     report = diagnose(backward_fn, args.convention, forward_fn, ddof=args.ddof, timeout=args.timeout)
     print(report)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import bnbackprop as bn
-from bnbackprop import checklist as ck
-from bnbackprop.bugs import BUGS
+from bnbackprop.grader import battery as ck
+from bnbackprop.grader.bugs import BUGS
 
 HOSTILE = [c.name for c in ck.CHECKS if not c.friendly]
 REAL_BUGS = [name for name, bug in BUGS.items() if not bug.harmless]

@@ -2,7 +2,7 @@
 
 Each bug has the signature of `bnbackprop.backward`, `(dy, cache) -> (dx, dgamma, dbeta)`, and
 differs from the compact formula in exactly one place. The book's bugs chapter, the grader
-(`bnbackprop.diagnose`) and the tests all use these same functions.
+(`bnbackprop.grader`) and the tests all use these same functions.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from .batchnorm import _param_grads
+from ..batchnorm import _param_grads
 
 
 def _dx(g, mean_g, xhat, proj, ivar):
@@ -133,3 +133,23 @@ BUGS: dict[str, Bug] = {b.name: b for b in (
         "dgamma and dbeta must sum over the batch (every axis but the channel), not over the channels.",
         "Chapter 9, 'dgamma and dbeta over the wrong axis'"),
 )}
+
+
+def wrong_axis_keepdims(dy, cache):
+    """The wrong axis with keepdims=True: it runs on every shape, so no broadcast error gives it away."""
+    g = cache.gamma * dy
+    mean_g = g.mean(axis=1, keepdims=True)
+    proj = (g * cache.xhat).mean(axis=1, keepdims=True)
+    return (_dx(g, mean_g, cache.xhat, proj, cache.ivar), *_param_grads(dy, cache))
+
+
+def variant(name: str, backward_fn: Callable) -> Bug:
+    """Another way to write a registered mistake: same name, explanation and section."""
+    bug = BUGS[name]
+    return Bug(bug.name, backward_fn, bug.explanation, bug.section, bug.harmless)
+
+
+# Fingerprints: every planted bug, plus other common spellings of the same mistakes.
+FINGERPRINTS: tuple[Bug, ...] = (*BUGS.values(), variant("wrong_axis", wrong_axis_keepdims))
+
+__all__ = ["BUGS", "FINGERPRINTS", "Bug", "variant", *(b.backward.__name__ for b in FINGERPRINTS)]
