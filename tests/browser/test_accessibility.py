@@ -31,7 +31,7 @@ def settle(page) -> None:
     wait_for_mathjax(page)
     if page.locator('script[type="application/vnd.jupyter.widget-view+json"]').count():
         page.wait_for_selector(".jupyter-widgets", state="attached", timeout=WAIT)
-        page.wait_for_function("() => [...document.querySelectorAll('img.widget-image')].every(i => i.complete && i.alt)",
+        page.wait_for_function("() => [...document.querySelectorAll('.jupyter-widgets img')].every(i => i.complete)",
                                timeout=WAIT)
     page.evaluate("() => document.fonts.ready.then(() => true)")
 

@@ -38,7 +38,7 @@ WAIT = 30_000
 NOTE = "computed in advance"  # in the static explorer's note (bnbackprop.widgets.base.WHERE_LIVE)
 
 IMAGE_B64_JS = """async root => {
-  const img = root.querySelector('img.widget-image');
+  const img = root.querySelector('.widget-html img');
   const bytes = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
   let s = ''; for (const b of bytes) s += String.fromCharCode(b);
   return btoa(s);
@@ -105,14 +105,14 @@ class Page:
 
     def image(self) -> bytes:
         """The bytes of the one figure the explorer shows."""
-        assert self.root.locator("img.widget-image").count() == 1, "the explorer should show exactly one figure"
+        assert self.root.locator(".widget-html img").count() == 1, "the explorer should show exactly one figure"
         return base64.b64decode(self.handle.evaluate(IMAGE_B64_JS))
 
     def src(self) -> str:
-        return self.root.locator("img.widget-image").get_attribute("src")
+        return self.root.locator(".widget-html img").get_attribute("src")
 
     def wait_for_new_figure(self, old_src: str) -> None:
-        self.page.wait_for_function("([root, old]) => { const img = root.querySelector('img.widget-image');"
+        self.page.wait_for_function("([root, old]) => { const img = root.querySelector('.widget-html img');"
                                     " return img && img.src !== old && img.complete && img.naturalWidth > 0; }",
                                     arg=[self.handle, old_src], timeout=WAIT)
 
@@ -156,7 +156,7 @@ def open_widget_page(browser, base_url, name):
     page.goto(f"{base_url}/{name}.html", wait_until="commit")
     ready = page.wait_for_function(f"""() => {{
         const note = [...document.querySelectorAll('.widget-html')].find(n => n.textContent.includes({NOTE!r}));
-        const img = note && note.parentElement.querySelector('img.widget-image');
+        const img = note && note.parentElement.querySelector('.widget-html img');
         return img && img.complete && img.naturalWidth > 0
             && note.parentElement.querySelector('.noUi-handle, select') ? performance.now() : false; }}""",
                                    timeout=WAIT, polling=20).json_value()

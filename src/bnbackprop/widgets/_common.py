@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import html
 import io
 
 import matplotlib.pyplot as plt
@@ -43,3 +45,18 @@ def figure_png(fig, dpi: int = 80) -> bytes:
     out = io.BytesIO()
     rgb.quantize(PALETTE_COLORS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(out, "PNG", optimize=True)
     return out.getvalue()
+
+
+def figure_html(png: bytes, alt: str) -> str:
+    """An <img> of PNG bytes with its alt text, for an HTML widget.
+
+    Not an Image widget: its tooltip is the only text it carries, and the widget manager's Image
+    view fails on a tooltip (it reads a description an Image does not have).
+    """
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}" style="max-width:100%">'
+
+
+def png_in(figure: str) -> bytes:
+    """The PNG bytes inside an HTML string that `figure_html` made."""
+    return base64.b64decode(figure.split("base64,", 1)[1].split('"', 1)[0])

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 
-from ._common import figure_png
+from ._common import figure_html, figure_png
 
 STATIC_ENV = "BNBACKPROP_STATIC_WIDGETS"
 STYLE = {"description_width": "initial"}
@@ -62,7 +62,7 @@ class Explorer:
         self.state = self.compute(**self.setting)  # bad settings raise here, before any widget exists
         self.static = static_default() if static is None else bool(static)
         self.message = widgets.HTML()
-        self.image = widgets.Image(format="png")
+        self.image = widgets.HTML()  # the figure: an <img> with alt text (figure_html)
         self.links: list = []
         self.controls = self._static_controls() if self.static else self.live_controls()
         self.box = self._static_box() if self.static else self._live_box()
@@ -97,6 +97,10 @@ class Explorer:
         """The figure of `state` as the PNG bytes the Image widget shows."""
         return figure_png(self.figure(state), dpi=self.DPI)
 
+    def figure_html(self, state) -> str:
+        """The figure of `state` as an <img> with its alt text."""
+        return figure_html(self.png(state), self.describe(state))
+
     def current(self) -> dict:
         """The setting the live controls show now."""
         return self.setting | {name: c.value for name, c in self.controls.items()}
@@ -110,8 +114,7 @@ class Explorer:
             return
         self.state = state
         self.message.value = self.summary(state)
-        self.image.value = self.png(state)
-        self.image.tooltip = self.describe(state)
+        self.image.value = self.figure_html(state)
 
     def _live_box(self) -> widgets.Widget:
         """Live: every control change calls refresh."""
@@ -133,8 +136,6 @@ class Explorer:
 
     def _static_box(self) -> widgets.Widget:
         """Static: nested Stacks of precomputed figures, each following one control's index."""
-        self.image.value, self.image.tooltip = self.png(self.state), self.describe(self.state)
-        self.message.value = self.summary(self.state)
         note = widgets.HTML(f"<small>{WHERE_LIVE}{self.NOTE}.</small>")
         return widgets.VBox([self.layout(list(self.controls.values())), note, self._stack(list(self.GRID), {})])
 
@@ -151,8 +152,7 @@ class Explorer:
     def _leaf(self, grid_values: dict) -> widgets.Widget:
         """One precomputed state: its summary line and its figure."""
         state = self.compute(**(self.setting | grid_values))
-        image = widgets.Image(format="png", value=self.png(state), tooltip=self.describe(state))
-        return widgets.VBox([widgets.HTML(self.summary(state)), image])
+        return widgets.VBox([widgets.HTML(self.summary(state)), widgets.HTML(self.figure_html(state))])
 
     def grid_settings(self) -> list[dict]:
         """Every setting the static page holds a figure for."""
