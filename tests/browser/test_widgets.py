@@ -73,7 +73,7 @@ def live_explorer(page: str):
 def expected_png(explorer, shown: dict) -> bytes:
     """What Python draws for the setting the page shows (grid labels read off the controls)."""
     values = {name: dict(grid.options())[shown[name]] for name, grid in explorer.GRID.items()}
-    return explorer.png(explorer.compute(**(explorer.setting | values)))
+    return explorer.image_bytes(explorer.compute(**(explorer.setting | values)))
 
 
 class Page:
@@ -99,8 +99,9 @@ class Page:
         out = {}
         for name, grid in self.explorer.GRID.items():
             box = self.control(name)
-            out[name] = (box.locator("select").evaluate("s => s.options[s.selectedIndex].text") if grid.dropdown
-                         else box.locator(".widget-readout").inner_text().strip())
+            text = (box.locator("select").evaluate("s => s.options[s.selectedIndex].text") if grid.dropdown
+                    else box.locator(".widget-readout").inner_text())
+            out[name] = " ".join(text.split())  # the widget shows spaces as no-break spaces
         return out
 
     def image(self) -> bytes:
@@ -132,8 +133,9 @@ class Page:
         if grid.dropdown:
             select = box.locator("select")
             if how == "mouse":
-                select.click()
+                select.click()  # opens the list; Playwright then picks the option as a click in it would
                 select.select_option(index=target)
+                select.evaluate("s => s.blur()")  # the list closes, as after a real click
             else:
                 select.focus()
                 self.page.keyboard.press("ArrowDown" if current < n - 1 else "ArrowUp")
@@ -141,7 +143,8 @@ class Page:
             handle = box.locator(".noUi-handle")
             if how == "mouse":
                 track = box.locator(".noUi-target").bounding_box()
-                self.page.mouse.click(track["x"] + track["width"] * target / (n - 1), track["y"] + track["height"] / 2)
+                x = track["x"] + min(max(track["width"] * target / (n - 1), 2), track["width"] - 2)  # inside the track
+                self.page.mouse.click(x, track["y"] + track["height"] / 2)
             else:
                 handle.focus()
                 self.page.keyboard.press("ArrowRight" if current < n - 1 else "ArrowLeft")

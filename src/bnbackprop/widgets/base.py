@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 
-from ._common import figure_html, figure_png
+from ._common import figure_bytes, figure_html
 
 STATIC_ENV = "BNBACKPROP_STATIC_WIDGETS"
 STYLE = {"description_width": "initial"}
@@ -93,13 +93,13 @@ class Explorer:
         return widgets.HBox(controls)
 
     # -- shared --------------------------------------------------------------------------------
-    def png(self, state) -> bytes:
-        """The figure of `state` as the PNG bytes the Image widget shows."""
-        return figure_png(self.figure(state), dpi=self.DPI)
+    def image_bytes(self, state) -> bytes:
+        """The figure of `state` as the image bytes the page shows."""
+        return figure_bytes(self.figure(state), dpi=self.DPI)
 
     def figure_html(self, state) -> str:
         """The figure of `state` as an <img> with its alt text."""
-        return figure_html(self.png(state), self.describe(state))
+        return figure_html(self.image_bytes(state), self.describe(state))
 
     def current(self) -> dict:
         """The setting the live controls show now."""

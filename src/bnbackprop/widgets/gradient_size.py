@@ -112,8 +112,8 @@ def draw_gradient_size(var=1.0, dy_spread=1.0, rho=0.0, dy_mean=0.0, eps=1e-5, g
 class GradientSizeExplorer(Explorer):
     """Sliders for var, dy's spread, mean and alignment, and eps; the figure shows rms(dx) against var."""
 
-    GRID = {"var": Grid("var", tuple(10.0 ** np.arange(-8, 5, 2)), fmt="{:.0e}"),
-            "rho": Grid("rho(dy, x)", (0.0, 0.6, 0.9, 1.0), fmt="{:g}"),
+    GRID = {"var": Grid("var", (1e-8, 1e-5, 1e-2, 10.0, 1e4), fmt="{:.0e}"),
+            "rho": Grid("rho(dy, x)", (0.0, 0.6, 1.0), fmt="{:g}"),
             "eps": Grid("eps", (1e-5, 1e-2), fmt="{:.0e}")}
     NOTE = ", where dy's spread and mean move too and every slider moves finely"
 
