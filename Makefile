@@ -16,7 +16,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 ## book: set up, build the HTML book, print the page to open (and open it where there is a screen)
 book: $(STAMP)
-	$(BIN)/python -m bnbackprop.build
+	$(BIN)/python tools/build.py
 	@echo "Open this page in a browser: file://$(CURDIR)/_build/html/index.html"
 	@if [ -z "$$CI" ] && { [ -n "$$DISPLAY" ] || [ "$$(uname)" = Darwin ]; }; then \
 		$(BIN)/python -m webbrowser -t "file://$(CURDIR)/_build/html/index.html" >/dev/null 2>&1 || true; fi
@@ -30,8 +30,9 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab book/
 
 ## notebooks: re-run every chapter top to bottom and store its outputs and widget state
+## (NB="book/03_triangle.ipynb book/04_variance_branch.ipynb" re-runs only those)
 notebooks: $(STAMP)
-	$(BIN)/python -m bnbackprop.run_notebooks
+	$(BIN)/python tools/run_notebooks.py $(NB)
 
 $(BROWSER_STAMP): $(STAMP) requirements-browser.txt
 	$(BIN)/python -m pip install --quiet -r requirements-browser.txt

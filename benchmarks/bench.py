@@ -39,6 +39,8 @@ EPS = 1e-5
 TWO_PASS = 5 / 3  # a backward reads dy, xhat twice and writes dx: 5 transfers against np.add's 3
 TOL = {"float64": 1e-10, "float32": 1e-3}
 ROOT = Path(__file__).resolve().parent
+# The full run goes where the speed chapter reads it, beside the chapter; a quick run stays here.
+RESULTS = ROOT.parent / "book" / "data" / "bench-results.json"
 REFS = ("np.add", "torch_native_1t")  # timed next to every other implementation
 
 
@@ -284,7 +286,7 @@ def targets(records) -> dict:
 def main(argv=None) -> int:
     """Parse the options, run, print the table and the targets, write the JSON."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="fewer shapes and rounds (about a minute); writes results/tmp/")
+    p.add_argument("--quick", action="store_true", help="fewer shapes and rounds (about a minute); writes benchmarks/results/tmp/")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per shape and dtype (default 7, quick 3)")
     p.add_argument("--out", type=Path, default=None, help="JSON file to write")
     p.add_argument("--seed", type=int, default=0)
@@ -293,7 +295,7 @@ def main(argv=None) -> int:
         p.error("--rounds must be at least 1")
     shapes = QUICK_SHAPES if args.quick else SHAPES
     rounds = args.rounds or (3 if args.quick else 7)
-    out = args.out or ROOT / "results" / ("tmp/quick.json" if args.quick else "results.json")
+    out = args.out or (ROOT / "results" / "tmp" / "quick.json" if args.quick else RESULTS)
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if os.environ.get(var):
             print(f"note: {var}={os.environ[var]} is set; it slows current numpy (see benchmarks/README.md)", file=sys.stderr)

@@ -7,10 +7,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from bnbackprop import toc
-from bnbackprop.build import build_book
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
+from tools import toc
+from tools.build import build_book
 
 
 def toc_files() -> list[str]:

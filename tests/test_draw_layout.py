@@ -83,7 +83,7 @@ def test_inputs_sit_left_of_their_consumers_and_the_triangle_is_a_triangle(bn):
 
 def test_variance_branch_is_on_its_own_row(bn):
     pos = layout(bn.y)
-    branch = np.array([pos[id(bn[k])][1] for k in ("xmusq", "var", "vareps", "std", "ivar")])
+    branch = np.array([pos[id(bn[k])][1] for k in ("xmusq", "var", "vareps", "s", "inv_s")])
     spine = np.array([pos[id(bn[k])][1] for k in ("xmu", "xhat")])
     # the main row x -> xmu -> xhat -> y is straight; the branch is a straight row beside it
     assert np.all(spine == 0) and pos[id(bn["x"])][1] == 0
@@ -120,8 +120,8 @@ def test_drawing_into_a_given_axes_and_bad_input():
 def test_edge_labels_use_the_name_table_symbols(bn):
     labels = {(e.src.name, e.dst.name): edge_label(e) for e in engine.all_edges(bn.y)}
     assert labels[("x", "mu")] == "1/5"
-    assert labels[("std", "ivar")] == r"$-1\,s^{-2}$"
-    assert labels[("vareps", "std")] == r"$0.5\,(\sigma^2+\epsilon)^{-0.5}$"
+    assert labels[("s", "inv_s")] == r"$-1\,s^{-2}$"
+    assert labels[("vareps", "s")] == r"$0.5\,(\sigma^2+\epsilon)^{-0.5}$"
     assert labels[("xmu", "xmusq")] == r"$2\,\bar{x}$"
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import random_batch
 
 import bnbackprop as bn
+from bnbackprop.batches import random_batch
 from bnbackprop.gradcheck import numerical_gradient
 
 

@@ -31,7 +31,7 @@ def term_scales(dy, cache):
     """
     axes = cache.axes
     return (
-        float(np.max(np.abs(cache.gamma * cache.ivar * dy))),
+        float(np.max(np.abs(cache.gamma * cache.inv_s * dy))),
         float(np.max(np.abs(dy * cache.xhat).sum(axis=axes))),
         float(np.max(np.abs(dy).sum(axis=axes))),
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import random_batch
 
 import bnbackprop as bn
+from bnbackprop.batches import random_batch
 
 X, GAMMA, BETA, DY = random_batch(0, (6, 4), 2.0, 1.0)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import random_batch
 
 import bnbackprop as bn
+from bnbackprop.batches import random_batch
 from bnbackprop import engine
 
 SHAPES = [(7, 3), (5, 4, 3, 2)]
@@ -51,7 +51,7 @@ def test_batch_of_two_at_eps_zero_has_zero_gradient():
     _, cache = bn.forward(x, gamma, beta, eps=0.0)
     np.testing.assert_allclose(np.abs(cache.xhat), 1.0, rtol=1e-12)
     dx = bn.backward(dy, cache)[0]
-    np.testing.assert_allclose(dx, 0.0, atol=1e-12 * np.max(np.abs(gamma * dy) * cache.ivar))
+    np.testing.assert_allclose(dx, 0.0, atol=1e-12 * np.max(np.abs(gamma * dy) * cache.inv_s))
     _, cache_eps = bn.forward(x, gamma, beta, eps=1e-2)
     assert np.max(np.abs(bn.backward(dy, cache_eps)[0])) > 1e-6
 

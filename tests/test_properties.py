@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import random_batch
 from hypothesis import given
 from hypothesis import strategies as st
 
 import bnbackprop as bn
+from bnbackprop.batches import random_batch
 from bnbackprop.reference import autograd_backward
 
 flat_shapes = st.tuples(st.integers(2, 64), st.integers(1, 17))
@@ -36,7 +36,7 @@ def _all_close(a_triple, b_triple, tol, cache, dy):
     dx is measured against |gamma * dy| / s, the size its terms have before they cancel: at B = 2
     and eps = 0 the exact dx is 0 and each version leaves only rounding noise.
     """
-    dx_size = float(np.max(np.abs(cache.gamma * dy)) * np.max(cache.ivar))
+    dx_size = float(np.max(np.abs(cache.gamma * dy)) * np.max(cache.inv_s))
     dx_a, dx_b = a_triple[0], b_triple[0]
     errors = [float(np.max(np.abs(dx_a - dx_b))) / max(dx_size, np.max(np.abs(dx_a)))]
     errors += [bn.scaled_error(a, b) for a, b in zip(a_triple[1:], b_triple[1:])]
@@ -68,7 +68,7 @@ def test_all_three_agree_with_finite_differences(shape, scale, offset, eps, ddof
     _, cache = bn.forward(x, gamma, beta, eps=eps * scale**2, ddof=ddof)
     loss = lambda v: float(np.sum(bn.forward(v, gamma, beta, eps=eps * scale**2, ddof=ddof)[0] * dy))
     dx_fd = bn.numerical_gradient(loss, x, h=1e-5 * scale)
-    dx_size = float(np.max(np.abs(cache.gamma * dy)) * np.max(cache.ivar))
+    dx_size = float(np.max(np.abs(cache.gamma * dy)) * np.max(cache.inv_s))
     for dx in (bn.backward(dy, cache)[0], bn.backward_staged(dy, cache)[0],
                bn.engine_backward(dy, x, gamma, beta, eps * scale**2, ddof)[0]):
         assert np.max(np.abs(dx - dx_fd)) <= 1e-7 * dx_size

@@ -6,8 +6,8 @@ import hashlib
 from pathlib import Path
 
 import yaml
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 VENDOR = ROOT / "_vendor"
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import (
+from ._validate import (
     as_float_array,
     check_axes,
     check_ddof,
@@ -35,8 +35,8 @@ class Cache:
     mu: np.ndarray
     xmu: np.ndarray
     var: np.ndarray
-    std: np.ndarray
-    ivar: np.ndarray
+    s: np.ndarray
+    inv_s: np.ndarray
     xhat: np.ndarray
     gamma: np.ndarray  # broadcast-shaped, e.g. (1, C, 1, 1)
     eps: float
@@ -60,12 +60,12 @@ def normalize_unchecked(x, gamma_b, beta_b, axes, eps, ddof, param_axes=None):
 
 def normalize_with_stats(x, mu, xmu, var, gamma_b, beta_b, axes, eps, ddof, param_axes, B):
     """The rest of the forward once mu and var are known (on one device or all-reduced); returns (y, cache)."""
-    std = np.sqrt(var + eps)
-    ivar = 1.0 / std
-    xhat = xmu * ivar
+    s = np.sqrt(var + eps)
+    inv_s = 1.0 / s
+    xhat = xmu * inv_s
     y = gamma_b * xhat + beta_b
     axes_p = axes if param_axes is None else param_axes
-    return y, Cache(x, mu, xmu, var, std, ivar, xhat, gamma_b, eps, ddof, axes, axes_p, B)
+    return y, Cache(x, mu, xmu, var, s, inv_s, xhat, gamma_b, eps, ddof, axes, axes_p, B)
 
 
 def refuse_zero_variance(absmax, var):
@@ -140,7 +140,7 @@ def _param_out_shape(cache):
 def compact_dx(g, sum_g, sum_gxhat, cache):
     """dx = (g - sum(g)/B - xhat * sum(g*xhat)/(B - ddof)) / s: the two sums may come from an all-reduce."""
     # sum(g*xhat)/(B - ddof) is B/(B-ddof) times mean(g*xhat): the n/(n-1) factor of a Bessel forward.
-    return (g - sum_g / cache.B - cache.xhat * (sum_gxhat / (cache.B - cache.ddof))) * cache.ivar
+    return (g - sum_g / cache.B - cache.xhat * (sum_gxhat / (cache.B - cache.ddof))) * cache.inv_s
 
 
 def backward(dy, cache):
@@ -159,7 +159,7 @@ def backward_staged(dy, cache):
     _check_cache(cache)
     dy = check_dy(dy, cache.xhat.shape, cache.xhat.dtype)
     axes, B, ddof = cache.axes, cache.B, cache.ddof
-    xmu, std, ivar, xhat = cache.xmu, cache.std, cache.ivar, cache.xhat
+    xmu, s, inv_s, xhat = cache.xmu, cache.s, cache.inv_s, cache.xhat
     pshape = _param_out_shape(cache)
     # y = gxhat + beta
     dgxhat = dy
@@ -167,13 +167,13 @@ def backward_staged(dy, cache):
     # gxhat = gamma * xhat
     dgamma = (dgxhat * xhat).sum(axis=cache.param_axes).reshape(pshape)
     dxhat = cache.gamma * dgxhat
-    # xhat = xmu * ivar
-    dxmu = dxhat * ivar
-    divar = (dxhat * xmu).sum(axis=axes, keepdims=True)
-    # ivar = 1 / std
-    dstd = -divar / std**2
-    # std = sqrt(vareps)
-    dvareps = dstd * 0.5 / std
+    # xhat = xmu * inv_s
+    dxmu = dxhat * inv_s
+    dinv_s = (dxhat * xmu).sum(axis=axes, keepdims=True)
+    # inv_s = 1 / s
+    ds = -dinv_s / s**2
+    # s = sqrt(vareps)
+    dvareps = ds * 0.5 / s
     # vareps = var + eps
     dvar = dvareps
     # var = sum(xmusq) / (B - ddof)
@@ -193,7 +193,7 @@ class EvalCache:
     """What the eval-mode forward keeps: no batch statistics, so no projection."""
 
     xhat: np.ndarray
-    ivar: np.ndarray
+    inv_s: np.ndarray
     gamma: np.ndarray
     axes: tuple[int, ...]
 
@@ -210,9 +210,9 @@ def forward_eval(x, gamma, beta, running_mean, running_var, eps=1e-5):
     rvar = check_param(running_var, "running_var", C, x.dtype).reshape(shape)
     if np.any(rvar < 0) or np.any(rvar + eps <= 0):
         raise ValueError("running_var must be >= 0, and running_var + eps must be > 0 in every channel")
-    ivar = 1.0 / np.sqrt(rvar + eps)
-    xhat = (x - rmean) * ivar
-    return gamma * xhat + beta, EvalCache(xhat, ivar, gamma, reduce_axes(x.ndim))
+    inv_s = 1.0 / np.sqrt(rvar + eps)
+    xhat = (x - rmean) * inv_s
+    return gamma * xhat + beta, EvalCache(xhat, inv_s, gamma, reduce_axes(x.ndim))
 
 
 def backward_eval(dy, cache):
@@ -220,7 +220,7 @@ def backward_eval(dy, cache):
     dy = check_dy(dy, cache.xhat.shape, cache.xhat.dtype)
     dbeta = dy.sum(axis=cache.axes)
     dgamma = (dy * cache.xhat).sum(axis=cache.axes)
-    return cache.gamma * dy * cache.ivar, dgamma, dbeta
+    return cache.gamma * dy * cache.inv_s, dgamma, dbeta
 
 
 def update_running_stats(running_mean, running_var, cache, momentum=0.1):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import engine
-from ._checks import check_dy
+from ._validate import check_dy
 from .batchnorm import check_training_args, refuse_zero_variance
 
 
@@ -46,9 +46,9 @@ def batchnorm_graph(x, gamma, beta, eps=1e-5, ddof=0) -> BNGraph:
     if eps == 0:
         refuse_zero_variance(np.abs(x).max(axis=axes, keepdims=True), n["var"].value)
     n["vareps"] = (n["var"] + eps).named("vareps")
-    n["std"] = n["vareps"].sqrt().named("std")
-    n["ivar"] = (n["std"] ** -1).named("ivar")
-    n["xhat"] = (n["xmu"] * n["ivar"]).named("xhat")
+    n["s"] = n["vareps"].sqrt().named("s")
+    n["inv_s"] = (n["s"] ** -1).named("inv_s")
+    n["xhat"] = (n["xmu"] * n["inv_s"]).named("xhat")
     n["gxhat"] = (n["gamma"] * n["xhat"]).named("gxhat")
     n["y"] = (n["gxhat"] + n["beta"]).named("y")
     return BNGraph(n)

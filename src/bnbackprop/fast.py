@@ -1,7 +1,7 @@
 """Tuned batch norm backwards: the same results as `batchnorm.backward`, with fewer bytes moved.
 
 The clear `batchnorm.backward` is the teaching version. Both functions here compute the same
-formula, dx = a*dy + b*xhat + c with per-channel a = gamma*ivar, b = -a*dgamma/(B - ddof) and
+formula, dx = a*dy + b*xhat + c with per-channel a = gamma*inv_s, b = -a*dgamma/(B - ddof) and
 c = -a*dbeta/B, in two passes over memory:
 
 1. read dy and xhat once, forming the two sums dbeta = sum(dy) and dgamma = sum(dy*xhat);
@@ -21,10 +21,12 @@ beat 5/3 of np.add's time on arrays larger than the cache.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from ._checks import check_dy, check_finite, reduce_axes
+from ._extras import require
+from ._validate import check_dy, check_finite, reduce_axes
 from .batchnorm import Cache
+
+njit = require("numba", "fast", __name__).njit
 
 # Bytes of one block of rows: a block of dy, of xhat, of dx and one temporary stay in the L2 cache,
 # so every array is read from main memory once per pass however many numpy calls touch the block.
@@ -123,9 +125,9 @@ def _check_sums(dy, dbeta, dgamma):
 
 
 def _coefficients(dy, cache, dbeta, dgamma, ch):
-    """Per-channel (a, b, c) of dx = a*dy + b*xhat + c, from gamma*ivar and the two sums."""
+    """Per-channel (a, b, c) of dx = a*dy + b*xhat + c, from gamma*inv_s and the two sums."""
     _check_sums(dy, dbeta, dgamma)
-    a = cache.gamma.reshape(ch) * cache.ivar.reshape(ch)
+    a = cache.gamma.reshape(ch) * cache.inv_s.reshape(ch)
     return a, a * dgamma * -(1.0 / (cache.B - cache.ddof)), a * dbeta * -(1.0 / cache.B)
 
 
@@ -161,7 +163,7 @@ _FLAGS = {"reassoc", "contract", "nsz"}
 
 @njit(cache=True, fastmath=_FLAGS)
 def _backward_cols_jit(dy, xhat, a, inv_bd, inv_b, out, dgamma, dbeta):
-    """(N, D) with a = gamma*ivar: column sums in one pass over the rows, then dx in a second pass."""
+    """(N, D) with a = gamma*inv_s: column sums in one pass over the rows, then dx in a second pass."""
     n, d = dy.shape
     for i in range(n):
         for j in range(d):
@@ -199,7 +201,7 @@ def backward_fast(dy, cache: Cache, out=None):
     dy, xhat, out = _prepare(dy, cache, out)
     ch = xhat.shape[1]
     dgamma, dbeta = np.zeros(ch, xhat.dtype), np.zeros(ch, xhat.dtype)
-    a = cache.gamma.reshape(ch) * cache.ivar.reshape(ch)
+    a = cache.gamma.reshape(ch) * cache.inv_s.reshape(ch)
     kernel = _backward_rows_jit if xhat.ndim > 2 else _backward_cols_jit
     inv_bd, inv_b = xhat.dtype.type(1.0 / (cache.B - cache.ddof)), xhat.dtype.type(1.0 / cache.B)
     kernel(_rows(dy), _rows(xhat), a, inv_bd, inv_b, _rows(out), dgamma, dbeta)

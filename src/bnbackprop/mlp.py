@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import autograd.numpy as anp
 import numpy as np
 
-from ._checks import check_eps, is_real_number
+from ._validate import check_eps, is_real_number
 from .batchnorm import backward, forward, forward_eval, update_running_stats
 from .reference import normalize_plain
 

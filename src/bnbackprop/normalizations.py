@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import batchnorm
-from ._checks import (
+from ._validate import (
     as_float_array,
     check_axes,
     check_ddof,

@@ -16,7 +16,7 @@ import numpy as np
 
 from .batchnorm import Cache
 
-_ARRAY_FIELDS = ("x", "mu", "xmu", "var", "std", "ivar", "xhat", "gamma")
+_ARRAY_FIELDS = ("x", "mu", "xmu", "var", "s", "inv_s", "xhat", "gamma")
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sympy as sp
+from ._extras import require
+from ._validate import check_ddof
 
-from ._checks import check_ddof
+sp = require("sympy", "symbolic", __name__)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bnbackprop.build import build_book
+from tools.build import build_book
 
 ROOT = Path(__file__).resolve().parents[2]
 HTML = ROOT / "_build" / "html"

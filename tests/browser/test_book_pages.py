@@ -10,7 +10,7 @@ import nbformat
 import pytest
 import yaml
 
-from bnbackprop import toc
+from tools import toc
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = toc.toc_files(ROOT)

@@ -15,7 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from .._checks import param_shape, reduce_axes
+from .._validate import reduce_axes
+from ..batches import random_batch
 from ..batchnorm import forward
 from ..reference import autograd_backward
 
@@ -66,7 +67,7 @@ def _variant(name, friendly, description, **changes) -> Check:
 CHECKS: tuple[Check, ...] = (
     _variant("square_smoke", True, "a square (4, 4) batch; passes if it runs and returns the right shapes",
              shape=(4, 4), compare="shapes"),
-    _variant("sum_of_y", True, "loss = sum(y), so dy = 1 everywhere", dy_ones=True),
+    _variant("sum_of_y", True, "loss = sum(y), so dy = 1 everywhere (HomericIntelligence/Odyssey #3174)", dy_ones=True),
     _variant("sum_dx_zero", True, "only the property sum(dx) = 0 over the batch", compare="sum_dx"),
     _variant("gamma_one", True, "gamma = 1 and beta = 0, as at initialisation", gamma_one=True),
     _variant("zero_mean", True, "x centred exactly: every channel has mean 0", zero_mean=True, offset=0.0),
@@ -87,19 +88,14 @@ CHECKS_BY_NAME: dict[str, Check] = {c.name: c for c in CHECKS}
 def make_case(check: Check, seed: int = 0):
     """The check's input: (x, gamma, beta, dy), all float64, from a seeded generator."""
     _require_check(check)
-    rng = np.random.default_rng(seed)
+    x, gamma, beta, dy = random_batch(seed, check.shape, check.scale, check.offset, gamma_spread=check.gamma_spread)
     C = check.shape[1]
-    shift = rng.normal(size=param_shape(len(check.shape), C))
-    x = check.offset + check.scale * (rng.standard_normal(check.shape) + shift)
     if check.zero_mean:
         x = x - x.mean(axis=reduce_axes(x.ndim), keepdims=True)
-    gamma = rng.uniform(0.5, 2.0, C) * rng.choice([-1.0, 1.0], C)
-    beta = rng.normal(size=C)
-    if check.gamma_one:
-        gamma, beta = np.ones(C), np.zeros(C)
-    if check.gamma_spread > 0:
-        gamma = 1.0 + check.gamma_spread * rng.standard_normal(C)
-    dy = np.ones(check.shape) if check.dy_ones else rng.standard_normal(check.shape)
+    if check.gamma_one:  # a gamma drawn near 1 (gamma_spread > 0) stays; beta is 0 either way
+        gamma, beta = (gamma if check.gamma_spread > 0 else np.ones(C)), np.zeros(C)
+    if check.dy_ones:
+        dy = np.ones(check.shape)
     return x, gamma, beta, dy
 
 
@@ -126,7 +122,7 @@ def term_scales(dy, cache) -> tuple[float, float, float]:
     error measures rounding noise only; an error relative to the terms that cancel does not.
     """
     axes = cache.param_axes
-    dx_scale = float(np.max(np.abs(cache.gamma * dy) * cache.ivar))
+    dx_scale = float(np.max(np.abs(cache.gamma * dy) * cache.inv_s))
     dgamma_scale = float(np.max(np.abs(dy * cache.xhat).sum(axis=axes)))
     dbeta_scale = float(np.max(np.abs(dy).sum(axis=axes)))
     return dx_scale, dgamma_scale, dbeta_scale

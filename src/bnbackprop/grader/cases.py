@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
+from ..batches import random_batch
 
 PASS_TOL = 1e-7  # right answer: CS231n expects 1e-8 or less even from finite differences
 MATCH_TOL = 1e-8  # a planted bug is named when the reader's outputs equal its outputs to this
@@ -34,14 +34,8 @@ class Case:
         return len(self.shape) > 2
 
     def data(self):
-        """x, gamma, beta and dy: non-zero means, random gamma and beta, float64."""
-        rng = np.random.default_rng(self.seed)
-        C = self.shape[1]
-        x = self.scale * rng.standard_normal(self.shape) + self.offset
-        gamma = rng.uniform(0.5, 2.0, C) * rng.choice([-1.0, 1.0], C)
-        beta = rng.standard_normal(C)
-        dy = rng.standard_normal(self.shape)
-        return x, gamma, beta, dy
+        """x, gamma, beta and dy: non-zero means (the same for every channel), random gamma and beta, float64."""
+        return random_batch(self.seed, self.shape, self.scale, self.offset, channel_shift=False)
 
 
 CASES = (
@@ -51,7 +45,10 @@ CASES = (
     Case("eps0", (7, 3), 0.0, 5.0, 3.0, 104, "eps = 0"),
     Case("eps_large", (8, 3), 0.1, 1.0, 0.5, 105, "eps = 0.1 against a variance near 0.25"),
     Case("B2", (2, 5), 1e-3, 4.0, 2.0, 106, "a batch of two: xhat is nearly +-1 and dx nearly 0"),
+    Case("large", (64, 16), 1e-5, -6.0, 3.0, 108, "B = 64, C = 16: a mistake that shows only in larger batches"),
+    Case("seed2", (6, 4), 1e-5, 10.0, 4.0, 201, "the basic shape with a second seed"),
     Case("nchw", (4, 3, 2, 5), 1e-5, 3.0, 2.0, 107, "(N, C, H, W): statistics over N, H, W"),
+    Case("nchw_large", (16, 8, 3, 5), 1e-5, -2.0, 1.5, 109, "a larger NCHW batch: N*H*W = 240 per channel"),
 )
 
 __all__ = ["CASES", "CONVENTIONS", "CROSS_TOL", "Case", "MATCH_TOL", "OUTPUTS", "PASS_TOL"]

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
-from .._checks import check_finite
+from .._validate import check_finite
 
 PALETTE_COLORS = 32
 FORMAT = "webp"  # of every explorer figure

@@ -13,7 +13,7 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .._checks import check_finite
+from .._validate import check_finite
 from ..batchnorm import backward, forward
 from ._common import parse_values
 from .base import STYLE, Explorer, Grid
@@ -40,7 +40,7 @@ class Decomposition:
     gamma: float
     eps: float
     xhat: np.ndarray
-    std: float
+    s: float
     parts: tuple[np.ndarray, np.ndarray, np.ndarray]
     dx: np.ndarray  # from bnbackprop.backward, not from the parts
 
@@ -70,10 +70,10 @@ def decompose(x=DEFAULT_X, dy=DEFAULT_DY, gamma=1.5, eps=1e-5) -> Decomposition:
         raise ValueError(f"gamma must be a finite number; got {gamma!r}")
     _, cache = forward(x[:, None], [gamma], [0.0], eps=eps)
     dx = backward(dy[:, None], cache)[0][:, 0]
-    xhat, std = cache.xhat[:, 0], float(cache.std[0, 0])
+    xhat, s = cache.xhat[:, 0], float(cache.s[0, 0])
     g = gamma * dy
-    parts = (g / std, np.full_like(g, -g.mean() / std), -xhat * (g * xhat).mean() / std)
-    return Decomposition(x, dy, float(gamma), float(eps), xhat, std, parts, dx)
+    parts = (g / s, np.full_like(g, -g.mean() / s), -xhat * (g * xhat).mean() / s)
+    return Decomposition(x, dy, float(gamma), float(eps), xhat, s, parts, dx)
 
 
 def decompose_figure(d: Decomposition, ax=None):
@@ -91,7 +91,7 @@ def decompose_figure(d: Decomposition, ax=None):
                   fontsize=8)
     ax.set_ylabel("contribution to $\\partial L/\\partial x_i$")
     match = np.allclose(d.total, d.dx, rtol=1e-10, atol=1e-12 * np.abs(d.parts).max())
-    ax.set_title(f"$\\gamma$={d.gamma:g}, $\\epsilon$={d.eps:.0e}, s={d.std:.3f}: "
+    ax.set_title(f"$\\gamma$={d.gamma:g}, $\\epsilon$={d.eps:.0e}, s={d.s:.3f}: "
                  f"sum of parts {'=' if match else '≠'} backward's dx", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), markerscale=0.4, frameon=False)
     fig.tight_layout()

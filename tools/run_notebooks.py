@@ -1,4 +1,4 @@
-"""Re-run the book's notebooks top to bottom and store outputs and widget state: `python -m bnbackprop.run_notebooks`."""
+"""Re-run the book's notebooks top to bottom and store outputs and widget state: `python tools/run_notebooks.py [book/XX.ipynb ...]`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from .build import project_root
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: this file lives in its tools/
 
 
 def notebooks(root: Path) -> list[Path]:
@@ -46,10 +46,9 @@ def coalesce_streams(outputs: list) -> list:
 
 def main(argv: list[str]) -> int:
     """Run the notebooks named on the command line, or all of them."""
-    root = project_root()
-    paths = [Path(a).resolve() for a in argv] or notebooks(root)
+    paths = [Path(a).resolve() for a in argv] or notebooks(ROOT)
     for path in paths:
-        print(f"running {path.relative_to(root)}", flush=True)
+        print(f"running {path.relative_to(ROOT)}", flush=True)
         run_notebook(path)
     return 0
 

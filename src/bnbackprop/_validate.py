@@ -1,4 +1,4 @@
-"""Input checks shared by every public function: bad input gets a ValueError that says why."""
+"""Input validation shared by every public function: bad input gets a ValueError that says why."""
 
 from __future__ import annotations
 
