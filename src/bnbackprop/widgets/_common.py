@@ -47,7 +47,7 @@ def figure_bytes(fig, dpi: int = 80) -> bytes:
     rgb = Image.open(buf).convert("RGB")
     palette = rgb.quantize(PALETTE_COLORS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     out = io.BytesIO()
-    palette.convert("RGB").save(out, FORMAT.upper(), lossless=True, quality=100, method=6)
+    palette.convert("RGB").save(out, FORMAT.upper(), lossless=True, quality=100, method=4)  # 6: 5% smaller, 100x slower
     return out.getvalue()
 
 
