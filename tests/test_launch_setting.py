@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import nbformat
 import pytest
 
-from tools.bootstrap import TAG, bootstrap_source, stamp_url, with_bootstrap
+from tools.bootstrap import TAG, add_install_cell, bootstrap_source, with_bootstrap
 from tools.repository import ENV, book_config, public_url, repository_url
 
 CONFIG = {"repository": {"branch": "main"},
@@ -54,12 +52,12 @@ def test_the_install_cell_goes_first_once_and_takes_a_url(tmp_path):
     assert [c.source for c in nb.cells] == ["# T", bootstrap_source(), "import x"]
     assert TAG in nb.cells[1].metadata["tags"] and "remove-cell" in nb.cells[1].metadata["tags"]
     path = tmp_path / "t.ipynb"
+    nb.cells[2].outputs = [nbformat.v4.new_output("stream", text="kept\n")]
     nbformat.write(nb, path)
-    stamp_url(path, "https://github.com/o/r")
+    add_install_cell(path, "https://github.com/o/r")
     stamped = nbformat.read(path, as_version=4)
-    assert stamped.cells[1].source == bootstrap_source("https://github.com/o/r")
-    assert [c.source for c in stamped.cells[::2]] == ["# T", "import x"]
-    assert json.loads(path.read_text())["nbformat"] == 4
+    assert [c.source for c in stamped.cells] == ["# T", bootstrap_source("https://github.com/o/r"), "import x"]
+    assert stamped.cells[2].outputs[0].text == "kept\n"
     with pytest.raises(ValueError, match="without quotes"):
         bootstrap_source('x" or __import__("os")')
 

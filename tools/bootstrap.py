@@ -1,18 +1,18 @@
-"""The first code cell of every chapter: install bnbackprop when a chapter is opened on its own.
+"""The install cell: a chapter opened on its own installs bnbackprop from the book's repository.
 
-In the checkout (`make lab`, `make test`) the import works and the cell does nothing. In Colab or
-a lone downloaded .ipynb it pip-installs `bnbackprop[book]` from the book's repository URL:
-$BNBACKPROP_REPO_URL, else the URL written into the cell. The committed chapters carry no URL;
-the build writes the one it has (tools/repository.py) into the copies the HTML book offers for
-download, and `python tools/bootstrap.py` (re)writes the cell into every chapter.
+When `import bnbackprop` would fail (Colab, a lone downloaded .ipynb) the cell pip-installs
+`bnbackprop[book]` from $BNBACKPROP_REPO_URL, else from the URL written into it; when the import
+works it does nothing and shows nothing. The HTML book hides it (tag `remove-cell`).
 
-The HTML book hides the cell (tag `remove-cell`): it is set-up, not content.
+Where it goes:
+- the .ipynb downloads of the HTML book: tools/build.py adds it, with the URL of the build;
+- the committed chapters, for Colab (which opens the repository's own copy): run
+  `python tools/bootstrap.py --url URL`, then `make notebooks` (every chapter re-runs, since the
+  cell shifts every execution count), and commit. Done once the book has its public URL.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import sys
 from pathlib import Path
 
@@ -20,7 +20,6 @@ import nbformat
 
 TAG = "bootstrap"
 HIDE = "remove-cell"
-URL_LINE = re.compile(r'^(    url = os\.environ\.get\("BNBACKPROP_REPO_URL"\) or )"[^"\n]*"$', re.M)
 TEMPLATE = '''\
 # Opened on its own (Colab, a downloaded .ipynb)? Then install the book's package from its repository.
 import importlib.util
@@ -59,22 +58,18 @@ def with_bootstrap(nb, url: str = ""):
     return nb
 
 
-def stamp_url(path: Path, url: str) -> None:
-    """Write `url` into the bootstrap cell of a notebook file, in place, keeping everything else as it is."""
-    nb = json.loads(path.read_text())
-    for cell in nb["cells"]:
-        if is_bootstrap(cell):
-            source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-            cell["source"] = URL_LINE.sub(lambda m: f'{m[1]}"{url}"', source)
-    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+def add_install_cell(path: Path, url: str) -> None:
+    """Give a notebook file its install cell with `url`, in place (its other cells keep their outputs)."""
+    nbformat.write(with_bootstrap(nbformat.read(path, as_version=4), url), path)
 
 
 def main(argv: list[str]) -> int:
-    """Give each notebook named (default: every chapter under book/) its bootstrap cell."""
+    """`[--url URL] [NOTEBOOK ...]`: give each notebook (default: every chapter under book/) its install cell."""
+    url = argv[argv.index("--url") + 1] if "--url" in argv else ""
+    names = [a for i, a in enumerate(argv) if a != "--url" and (i == 0 or argv[i - 1] != "--url")]
     root = Path(__file__).resolve().parents[1]
-    paths = [Path(a) for a in argv] or sorted((root / "book").glob("*.ipynb"))
-    for path in paths:
-        nbformat.write(with_bootstrap(nbformat.read(path, as_version=4)), path)
+    for path in [Path(a) for a in names] or sorted((root / "book").glob("*.ipynb")):
+        add_install_cell(path, url)
     return 0
 
 

@@ -1,7 +1,8 @@
 """Build the HTML book with warnings as errors: `python tools/build.py`.
 
 The repository URL comes from one setting (tools/repository.py): with it, the book has repository
-and launch buttons, and the .ipynb downloads install bnbackprop from it when opened on their own;
+and launch buttons, and its .ipynb downloads start with a cell that installs bnbackprop from it
+when the chapter is opened on its own (tools/bootstrap.py);
 without it, those buttons are left out and the build says, in one line, how to turn them on.
 """
 
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]  # the checkout: this file lives in i
 if str(ROOT) not in sys.path:  # run as a script, `python tools/build.py`
     sys.path.insert(0, str(ROOT))
 
-from tools.bootstrap import stamp_url  # noqa: E402
+from tools.bootstrap import add_install_cell  # noqa: E402
 from tools.repository import HOW_TO_ENABLE, generated_config  # noqa: E402
 
 
@@ -30,7 +31,7 @@ def build_book(root: Path = ROOT, environ=os.environ) -> subprocess.CompletedPro
     site = root / "_build" / "html"
     shutil.rmtree(site / "reports", ignore_errors=True)
     for notebook in (site / "_sources").rglob("*.ipynb") if url else ():
-        stamp_url(notebook, url)  # a downloaded chapter installs bnbackprop from this repository
+        add_install_cell(notebook, url)  # a downloaded chapter installs bnbackprop from this repository
     if not url:
         proc.stdout += HOW_TO_ENABLE + "\n"
     return proc
