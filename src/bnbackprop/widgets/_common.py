@@ -64,3 +64,6 @@ def figure_html(data: bytes, alt: str) -> str:
 def image_in(figure: str) -> bytes:
     """The image bytes inside an HTML string that `figure_html` made."""
     return base64.b64decode(figure.split("base64,", 1)[1].split('"', 1)[0])
+
+
+__all__ = ["figure_bytes", "figure_html", "image_in", "parse_values"]

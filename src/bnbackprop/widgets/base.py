@@ -168,3 +168,6 @@ class Explorer:
 def error_html(err: Exception) -> str:
     """A message line for a setting the explorer cannot use, escaped so that < and & stay text."""
     return f"<strong>Cannot use these values:</strong> {html.escape(str(err))}"
+
+
+__all__ = ["STATIC_ENV", "Explorer", "Grid", "error_html", "static_default"]

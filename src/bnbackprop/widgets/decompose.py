@@ -160,3 +160,17 @@ def decompose_explorer(x=DEFAULT_X, dy=DEFAULT_DY, gamma=1.5, eps=1e-5, batch="d
     batch names one of PRESETS; batch=None takes x and dy as given.
     """
     return DecomposeExplorer(dict(batch=batch, x=x, dy=dy, gamma=gamma, eps=eps), static)
+
+
+__all__ = [
+    "DEFAULT_DY",
+    "DEFAULT_X",
+    "PART_COLORS",
+    "PART_LABELS",
+    "PRESETS",
+    "DecomposeExplorer",
+    "Decomposition",
+    "decompose",
+    "decompose_explorer",
+    "decompose_figure",
+]

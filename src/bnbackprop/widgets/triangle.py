@@ -81,7 +81,7 @@ def triangle_state(B: int = 4, kind: str = "random", values: str = "", seed: int
     """Run the engine's backward pass through the triangle with upstream g; split dx by path."""
     g = upstream(B, kind, values, seed)
     x, mu, xmu = triangle_graph(B, seed)
-    grads = engine.backward(xmu, seed=g)
+    grads = engine.backprop(xmu, seed=g)
     by_edge = {edge.dst.name: c for edge, c in grads.contributions(x)}
     J = sum(engine.path_jacobian(p) for p in engine.paths(x, xmu))
     return TriangleState(int(B), kind, g, by_edge["xmu"], np.broadcast_to(by_edge["mu"], (B,)).copy(),
@@ -159,3 +159,22 @@ def triangle_explorer(B: int = 4, kind: str = "random", values: str = "1, 0, -2,
     """The triangle explorer for a notebook cell (static: see `bnbackprop.widgets.base`)."""
     check_choice(B, kind)
     return TriangleExplorer(dict(B=B, kind=kind, values=values, seed=seed), static)
+
+
+__all__ = [
+    "B_MAX",
+    "B_MIN",
+    "KINDS",
+    "PRESET_KINDS",
+    "TriangleExplorer",
+    "TriangleState",
+    "check_choice",
+    "describe",
+    "parse_values",
+    "summary_html",
+    "triangle_explorer",
+    "triangle_figure",
+    "triangle_graph",
+    "triangle_state",
+    "upstream",
+]
