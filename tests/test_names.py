@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import bnbackprop as bn
 from bnbackprop import engine
@@ -30,3 +31,11 @@ def test_gradient_names_map_to_partial_derivatives():
     assert symbol("dxhat") == r"\partial L/\partial \hat{x}"
     assert symbol("dx") == SYMBOLS["dx"]  # dx has its own row
     assert symbol("unknown") == "unknown"
+
+
+def test_a_subset_of_the_table_renders_in_table_order():
+    table = markdown_table(["ddy", "ddx"])
+    assert table.splitlines()[2:] == [markdown_table().splitlines()[2 + i] for i, row in enumerate(NAME_TABLE)
+                                      if row.code in ("ddx", "ddy")]
+    with pytest.raises(ValueError, match="unknown"):
+        markdown_table(["nope"])

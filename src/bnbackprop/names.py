@@ -42,6 +42,16 @@ NAME_TABLE: tuple[Name, ...] = (
     Name("u", r"u", "input of a linear layer (chapters 3 and 10)"),
     Name("W", r"W", "weights of the linear layer before batch norm, z = u W (in (N, C, H, W) only an axis letter)"),
     Name("z", r"z", "pre-activation u W: what batch norm normalizes inside a network"),
+    Name("sum_g", r"\sum g", "sum of g over the batch, per channel"),
+    Name("sum_gxhat", r"\sum g\hat{x}", "sum of g * xhat over the batch, per channel"),
+    Name("L2", r"L_2", "second-level loss: sum(ddx*dx) + sum(ddgamma*dgamma) + sum(ddbeta*dbeta)"),
+    Name("ddx", r"\delta x", "gradient of L2 with respect to dx, arriving at the backward's output"),
+    Name("ddgamma", r"\delta\gamma", "gradient of L2 with respect to dgamma"),
+    Name("ddbeta", r"\delta\beta", "gradient of L2 with respect to dbeta"),
+    Name("ddy", r"\delta y", "gradient of L2 with respect to dy"),
+    Name("dx2", r"\partial L_2/\partial x", "gradient of L2 with respect to x (double backward)"),
+    Name("dgamma2", r"\partial L_2/\partial\gamma", "gradient of L2 with respect to gamma (double backward)"),
+    Name("m2", r"M_2", "sum of squared deviations from the mean, sum(xmu**2) (Welford, Chan)"),
 )
 
 SYMBOLS: dict[str, str] = {row.code: row.symbol for row in NAME_TABLE}
@@ -55,8 +65,11 @@ def symbol(code: str) -> str:
     return SYMBOLS.get(code, code)
 
 
-def markdown_table() -> str:
-    """Render the name table as a Markdown table."""
+def markdown_table(codes=None) -> str:
+    """Render the name table (or the rows of the given code names, in table order) as a Markdown table."""
+    if codes is not None and not set(codes) <= set(SYMBOLS):
+        raise ValueError(f"codes must be code names from the name table; unknown: {sorted(set(codes) - set(SYMBOLS))}")
+    rows = [row for row in NAME_TABLE if codes is None or row.code in codes]
     lines = ["| symbol | meaning | code name |", "| --- | --- | --- |"]
-    lines += [f"| ${row.symbol}$ | {row.meaning} | `{row.code}` |" for row in NAME_TABLE]
+    lines += [f"| ${row.symbol}$ | {row.meaning} | `{row.code}` |" for row in rows]
     return "\n".join(lines)

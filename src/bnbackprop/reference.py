@@ -46,3 +46,18 @@ def finite_difference_backward(dy, x, gamma, beta, eps=1e-5, ddof=0, h=1e-5):
     dgamma = numerical_gradient(lambda v: np.sum(batchnorm_plain(x, v, beta, eps, ddof) * dy), gamma, h)
     dbeta = numerical_gradient(lambda v: np.sum(batchnorm_plain(x, gamma, v, eps, ddof) * dy), beta, h)
     return dx, dgamma, dbeta
+
+
+def autograd_double_backward(ddx, ddgamma, ddbeta, dy, x, gamma, beta, eps=1e-5, ddof=0):
+    """(dx2, dgamma2, ddy): autograd differentiates its own first backward of the plain forward."""
+    ddx, ddgamma, ddbeta, beta = (np.asarray(a, dtype=float) for a in (ddx, ddgamma, ddbeta, beta))
+
+    def second_loss(x_, gamma_, dy_):
+        def first_loss(a, b, c):
+            return anp.sum(batchnorm_plain(a, b, c, eps, ddof) * dy_)
+
+        firsts = [grad(first_loss, i)(x_, gamma_, beta) for i in range(3)]
+        return sum(anp.sum(f * u) for f, u in zip(firsts, (ddx, ddgamma, ddbeta)))
+
+    args = [np.asarray(a, dtype=float) for a in (x, gamma, dy)]
+    return tuple(grad(second_loss, i)(*args) for i in range(3))

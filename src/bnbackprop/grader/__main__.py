@@ -1,23 +1,28 @@
 """Grade a batch-norm backward from the command line: `python -m bnbackprop.grader file.py:function`.
 
-Prints the same report as `bnbackprop.grader.diagnose` (also installed as the command `bnbackprop-check`). Exit code 0: correct; 1: wrong, or it
-could not be checked; 2: a usage error (bad arguments, no such file or function).
+Also installed as the command `bnbackprop-check`. The file is imported only in a child process, so
+its top-level code cannot touch the grader. Prints the report of `bnbackprop.grader.diagnose_file`,
+or with --json the JSON report (schema: `bnbackprop.grader.report.JSON_FIELDS`). Exit code: 0
+correct; 1 wrong; 2 usage error (bad arguments, no such file or function); 3 could not run or
+refused output; 4 timed out; 5 crashed or exited before returning.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import math
 import sys
 from pathlib import Path
 
-from . import diagnose
+from . import diagnose_file
 from .cases import CONVENTIONS
+from .runner import MAX_TIMEOUT, Missing
 
+PROG = "python -m bnbackprop.grader"
 USAGE_EXAMPLES = """examples:
-  python -m bnbackprop.grader layers.py:batchnorm_backward --forward batchnorm_forward
-  python -m bnbackprop.grader mybn.py:bn_backward --convention plain --ddof 1
-conventions:
+  python -m bnbackprop.grader layers.py:batchnorm_backward      (finds batchnorm_forward itself)
+  python -m bnbackprop.grader mybn.py:bn_backward --ddof 1 --json
+conventions (read off the signature; --convention overrides):
 """ + "\n".join(f"  {k:7s} {v}" for k, v in CONVENTIONS.items())
 
 
@@ -25,17 +30,31 @@ class UsageError(Exception):
     """Bad command-line input: exit code 2."""
 
 
+def seconds(text: str) -> float:
+    """--timeout's type: a finite number of seconds in (0, MAX_TIMEOUT]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds; got {text!r}") from None
+    if not math.isfinite(value) or not 0 < value <= MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds in (0, {MAX_TIMEOUT:g}]; got {text!r}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line's arguments."""
-    p = argparse.ArgumentParser(prog="python -m bnbackprop.grader", description=__doc__.splitlines()[0],
-                                epilog=USAGE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], epilog=USAGE_EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", help="path/to/file.py:function_name, your backward")
-    p.add_argument("--convention", choices=sorted(CONVENTIONS), default="cs231n")
+    p.add_argument("--convention", choices=sorted(CONVENTIONS), default=None,
+                   help="override the convention read off the signature")
     p.add_argument("--forward", default=None,
-                   help="name of your forward in the same file (cs231n convention); default: bnbackprop.forward")
+                   help="your forward in the same file (cs231n convention); default: batchnorm_forward if the file has one, "
+                        "else bnbackprop's forward and Cache")
     p.add_argument("--ddof", type=int, choices=(0, 1), default=None,
                    help="1 if your forward divides the variance by B - 1 (makemore); default: read off your forward, else 0")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each call (default 5)")
+    p.add_argument("--timeout", type=seconds, default=5.0, help="seconds each case may take (default 5)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (for course autograders)")
     return p
 
 
@@ -49,49 +68,21 @@ def split_target(target: str) -> tuple[Path, str]:
     return Path(path), name
 
 
-def load_module(path: Path):
-    """Import the reader's file as a module; its own errors become a UsageError-free message."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    if spec is None or spec.loader is None:
-        raise UsageError(f"cannot import {path}: expected a Python source file")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.resolve().parent))  # so the reader's file can import its neighbours
-    spec.loader.exec_module(module)
-    return module
-
-
-def get_function(module, name: str, path: Path):
-    """module.name, which must be callable."""
-    fn = getattr(module, name, None)
-    if not callable(fn):
-        raise UsageError(f"{path} has no function named {name!r}")
-    return fn
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the grader and print its report; return the exit code."""
     args = parser().parse_args(argv)
     try:
-        if args.forward is not None and args.convention != "cs231n":
+        if args.forward is not None and args.convention == "plain":
             raise UsageError("--forward goes with --convention cs231n only")
-        if not args.timeout > 0:
-            raise UsageError(f"--timeout must be a positive number of seconds; got {args.timeout}")
+        if args.forward is not None and not args.forward.isidentifier():
+            raise UsageError(f"--forward expects a function name; got {args.forward!r}")
         path, name = split_target(args.target)
-        try:
-            module = load_module(path)
-        except UsageError:
-            raise
-        except BaseException as exc:  # noqa: BLE001 - the reader's file failed to import: say how
-            print(f"importing {path} raised {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 1
-        backward_fn = get_function(module, name, path)
-        forward_fn = get_function(module, args.forward, path) if args.forward else None
-    except UsageError as exc:
-        print(f"python -m bnbackprop.grader: error: {exc}", file=sys.stderr)
+        report = diagnose_file(str(path), name, args.convention, args.forward, args.ddof, args.timeout)
+    except (UsageError, Missing) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    report = diagnose(backward_fn, args.convention, forward_fn, ddof=args.ddof, timeout=args.timeout)
-    print(report)
-    return 0 if report.passed else 1
+    print(report.to_json() if args.json else report)
+    return report.exit_code
 
 
 if __name__ == "__main__":

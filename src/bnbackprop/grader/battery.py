@@ -67,7 +67,7 @@ def _variant(name, friendly, description, **changes) -> Check:
 CHECKS: tuple[Check, ...] = (
     _variant("square_smoke", True, "a square (4, 4) batch; passes if it runs and returns the right shapes",
              shape=(4, 4), compare="shapes"),
-    _variant("sum_of_y", True, "loss = sum(y), so dy = 1 everywhere", dy_ones=True),
+    _variant("sum_of_y", True, "loss = sum(y), so dy = 1 everywhere (HomericIntelligence/Odyssey #3174)", dy_ones=True),
     _variant("sum_dx_zero", True, "only the property sum(dx) = 0 over the batch", compare="sum_dx"),
     _variant("gamma_one", True, "gamma = 1 and beta = 0, as at initialisation", gamma_one=True),
     _variant("zero_mean", True, "x centred exactly: every channel has mean 0", zero_mean=True, offset=0.0),

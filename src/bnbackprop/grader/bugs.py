@@ -1,7 +1,8 @@
-"""Planted wrong backward passes: the mistakes real libraries shipped, one line each.
+"""The bug registry: wrong (and two harmless) batch-norm backwards, each a one-place change to the right one.
 
-Each bug has the signature of `bnbackprop.backward`, `(dy, cache) -> (dx, dgamma, dbeta)`, and
-differs from the compact formula in exactly one place. The book's bugs chapter, the grader
+Each bug has the signature of `bnbackprop.backward`, `(dy, cache) -> (dx, dgamma, dbeta)`. A bug
+with `sources` is the mistake as that thread states it (links in `Bug.sources`); one without is
+planted: a slip the book shows, not a claim about any library. The book's bugs chapter, the grader
 (`bnbackprop.grader`) and the tests all use these same functions.
 """
 
@@ -35,7 +36,7 @@ def gamma_dropped(dy, cache):
 
 
 def wrong_axis(dy, cache):
-    """RubixML #423: means taken over axis 1 without keepdims; only a square (N, N) input even runs."""
+    """Planted numpy slip: means taken over axis 1 without keepdims; only a square (N, N) input even runs."""
     g = cache.gamma * dy
     mean_g = g.mean(axis=1)
     proj = (g * cache.xhat).mean(axis=1)
@@ -43,13 +44,13 @@ def wrong_axis(dy, cache):
 
 
 def variance_term_dropped(dy, cache):
-    """mlpack #2474 / DL4J #8379: the path through the variance is missing, so dx = (g - mean(g)) / s."""
+    """Planted: the path through the variance is missing, so dx = (g - mean(g)) / s."""
     g, mean_g, _ = _parts(dy, cache)
     return (_dx(g, mean_g, cache.xhat, 0.0, cache.inv_s), *_param_grads(dy, cache))
 
 
 def mean_via_variance_dropped(dy, cache):
-    """darknet #29, in the paper's staged form: dmu without the variance's share. Harmless: that share is a multiple of sum(x - mu) = 0."""
+    """darknet (issues #1634, #1723), mlpack #2474, in the paper's staged form: dmu without the variance's share. Harmless: that share is a multiple of sum(x - mu) = 0."""
     axes, B, ddof, inv_s = cache.axes, cache.B, cache.ddof, cache.inv_s
     dxhat = cache.gamma * dy
     dvar = -0.5 * (dxhat * cache.xmu).sum(axis=axes, keepdims=True) * inv_s**3
@@ -66,6 +67,31 @@ def mean_via_variance_misrestored(dy, cache):
     dmu_extra = -2.0 * cache.xmu * dvar / cache.B
     # dmu reaches every x_j divided by B, so the per-element 'term' arrives as dmu_extra / B.
     return (_dx(g, mean_g, cache.xhat, proj, cache.inv_s) + dmu_extra / cache.B, *_param_grads(dy, cache))
+
+
+def mean_and_variance_paths_dropped(dy, cache):
+    """DL4J #8335: dL/dIn kept only the direct term, dx = gamma * dy / s, without the mean's and the variance's."""
+    return (cache.gamma * dy * cache.inv_s, *_param_grads(dy, cache))
+
+
+def wrong_count(dy, cache):
+    """RubixML #423: the backward divides by the feature count D where the batch size B belongs."""
+    g = cache.gamma * dy
+    D = dy.shape[1]
+    mean_g = g.sum(axis=cache.axes, keepdims=True) / D
+    proj = (g * cache.xhat).sum(axis=cache.axes, keepdims=True) / (D - cache.ddof)
+    return (_dx(g, mean_g, cache.xhat, proj, cache.inv_s), *_param_grads(dy, cache))
+
+
+def mean_via_variance_kept(dy, cache):
+    """MXNet #1053: the staged backward with the variance's term into mu kept (gmean += tmp); it is 0, so harmless."""
+    axes, B, ddof, inv_s = cache.axes, cache.B, cache.ddof, cache.inv_s
+    dxhat = cache.gamma * dy
+    dvar = -0.5 * (dxhat * cache.xmu).sum(axis=axes, keepdims=True) * inv_s**3
+    tmp = dvar * (-2.0 * cache.xmu).sum(axis=axes, keepdims=True) / (B - ddof)
+    dmu = -(dxhat * inv_s).sum(axis=axes, keepdims=True) + tmp
+    dx = dxhat * inv_s + dvar * 2.0 * cache.xmu / (B - ddof) + dmu / B
+    return (dx, *_param_grads(dy, cache))
 
 
 def bessel_mismatch(dy, cache):
@@ -105,19 +131,36 @@ class Bug:
     explanation: str
     section: str
     harmless: bool = False
+    sources: tuple[str, ...] = ()  # the threads that state this mistake; () for a planted one
 
 
 BUGS: dict[str, Bug] = {b.name: b for b in (
     Bug("gamma_dropped", gamma_dropped, "gamma is missing from dx: use g = gamma * dy, not dy.",
-        "Chapter 9, 'γ left out (Knet.jl)'"),
+        "Chapter 9, 'γ left out (Knet.jl)'",
+        sources=("https://github.com/denizyuret/Knet.jl/issues/288", "https://github.com/denizyuret/Knet.jl/pull/289")),
     Bug("wrong_axis", wrong_axis, "the statistics' gradients reduce over the feature axis, not the batch axis.",
-        "Chapter 9, 'The wrong axis, hidden by square matrices (RubixML)'"),
+        "Chapter 9, 'Axis and count mistakes, hidden by square matrices'"),
+    Bug("wrong_count", wrong_count, "the means in dx divide by the number of features D; divide by the batch size B.",
+        "Chapter 9, 'Axis and count mistakes, hidden by square matrices'",
+        sources=("https://github.com/RubixML/ML/pull/423",)),
+    Bug("mean_and_variance_paths_dropped", mean_and_variance_paths_dropped,
+        "dx keeps only the direct term gamma * dy / s: the paths through the mean and the variance are missing.",
+        "Chapter 9, 'Only the direct path (DL4J)'",
+        sources=("https://github.com/deeplearning4j/deeplearning4j/issues/8335",
+                 "https://github.com/deeplearning4j/deeplearning4j/pull/8379")),
     Bug("variance_term_dropped", variance_term_dropped,
         "the path through the variance is missing: dx lacks -xhat * mean(g * xhat).",
         "Chapter 4, 'The second fan-in'"),
     Bug("mean_via_variance_dropped", mean_via_variance_dropped,
         "leaving out the variance's term into mu is harmless: it is a multiple of sum(x - mu) = 0.",
-        "Chapter 4, 'The term that cancels'", harmless=True),
+        "Chapter 4, 'The term that cancels'", harmless=True,
+        sources=("https://github.com/pjreddie/darknet/issues/1634", "https://github.com/pjreddie/darknet/issues/1723",
+                 "https://github.com/mlpack/mlpack/pull/2474",
+                 "https://github.com/BVLC/caffe/pull/1891")),
+    Bug("mean_via_variance_kept", mean_via_variance_kept,
+        "keeping the variance's term into mu is harmless too: it is a multiple of sum(x - mu) = 0.",
+        "Chapter 4, 'The term that cancels'", harmless=True,
+        sources=("https://github.com/apache/mxnet/issues/1053", "https://github.com/apache/mxnet/pull/1061")),
     Bug("mean_via_variance_misrestored", mean_via_variance_misrestored,
         "the variance's term into mu was added per element; summed over the batch it is exactly 0.",
         "Chapter 4, 'The term that cancels'"),
@@ -146,7 +189,7 @@ def wrong_axis_keepdims(dy, cache):
 def variant(name: str, backward_fn: Callable) -> Bug:
     """Another way to write a registered mistake: same name, explanation and section."""
     bug = BUGS[name]
-    return Bug(bug.name, backward_fn, bug.explanation, bug.section, bug.harmless)
+    return Bug(bug.name, backward_fn, bug.explanation, bug.section, bug.harmless, bug.sources)
 
 
 # Fingerprints: every planted bug, plus other common spellings of the same mistakes.
