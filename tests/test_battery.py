@@ -86,9 +86,9 @@ def test_catch_rate_counts_seeds():
     assert ck.catch_rate(bn.backward, near_one, range(5)) == 0
 
 
-def test_markdown_table_marks_friendly_columns():
+def test_caught_markdown_marks_friendly_columns():
     table = ck.caught_table({"ok": bn.backward, "bad": BUGS["missing_inv_n"].backward}, ["gamma_one", "hostile"])
-    text = ck.markdown_table(table)
+    text = ck.caught_markdown(table)
     assert "`gamma_one`*" in text and "| `hostile` |" in text
     assert text.splitlines()[-1] == "| `bad` | caught | caught |"
 
@@ -108,7 +108,7 @@ def test_backwards_that_return_garbage_are_caught_with_a_reason():
     (lambda: ck.caught_table({}), "non-empty dict"),
     (lambda: ck.missed_by({"a": {}}, "b"), "not a row"),
     (lambda: ck.catch_rate(bn.backward, "hostile", []), "at least one seed"),
-    (lambda: ck.markdown_table({}), "at least one row"),
+    (lambda: ck.caught_markdown({}), "at least one row"),
 ])
 def test_bad_input_gets_a_clear_value_error(call, match):
     with pytest.raises(ValueError, match=match):

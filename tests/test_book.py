@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 from pathlib import Path
+from types import ModuleType
 
 import nbformat
 import pytest
@@ -96,3 +99,35 @@ def test_chapter_shape(path):
     for fig in figures:
         assert fig.get("caption") and fig.get("name"), fig
         assert f"`{fig['name']}`" in text, f"{path.name}: figure {fig['name']} is never referenced"
+
+
+def library_imports(path: Path) -> list[tuple[int, ast.stmt]]:
+    """(code cell index, statement) for every import in the notebook that names bnbackprop."""
+    found = []
+    for i, cell in enumerate(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"):
+        code = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        for node in ast.walk(ast.parse(code)):
+            if isinstance(node, ast.Import) and any(a.name.partition(".")[0] == "bnbackprop" for a in node.names):
+                found.append((i, node))
+            if isinstance(node, ast.ImportFrom) and (node.module or "").partition(".")[0] == "bnbackprop":
+                found.append((i, node))
+    return found
+
+
+@pytest.mark.parametrize("path", toc_notebooks(), ids=lambda p: p.name)
+def test_chapter_imports_the_library_in_one_style(path):
+    """`from bnbackprop.<module> import name, ...` in the imports cell, public names only, no sys.path."""
+    imports = library_imports(path)
+    assert imports, f"{path.name}: imports nothing from bnbackprop"
+    for cell, node in imports:
+        text = ast.unparse(node)
+        assert cell == 0, f"{path.name}: `{text}` outside the imports cell"
+        assert isinstance(node, ast.ImportFrom) and node.level == 0, f"{path.name}: `{text}`; write from bnbackprop.<module> import names"
+        assert node.module != "bnbackprop", f"{path.name}: `{text}`; name the module: from bnbackprop.<module> import ..."
+        module = importlib.import_module(node.module)
+        for alias in node.names:
+            assert alias.asname is None, f"{path.name}: `{text}` renames {alias.name}"
+            assert not isinstance(getattr(module, alias.name, None), ModuleType), f"{path.name}: `{text}` imports a module"
+            assert alias.name in module.__all__, f"{path.name}: `{text}`: {alias.name} is not in {node.module}.__all__"
+    code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    assert "sys.path" not in code, f"{path.name}: chapters never touch sys.path"

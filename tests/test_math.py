@@ -73,7 +73,7 @@ def test_the_two_triangle_paths_sum_to_g_minus_mean_g():
     x = np.random.default_rng(5).normal(1.0, 2.0, (6, 1))
     g = np.random.default_rng(6).normal(size=(6, 1))
     graph = bn.batchnorm_graph(x, [1.0], [0.0])
-    grads = engine.backward(graph["xmu"], seed=g)
+    grads = engine.backprop(graph["xmu"], seed=g)
     parts = dict((e.dst.name, c) for e, c in grads.contributions("x"))
     np.testing.assert_allclose(parts["xmu"], g)
     np.testing.assert_allclose(parts["mu"], -g.mean() * np.ones_like(g))

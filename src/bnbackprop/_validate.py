@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 SHAPE_HELP = "expected x of shape (N, D) or (N, C, ...) with the channel on axis 1"
@@ -77,9 +79,14 @@ def check_ddof(ddof) -> int:
     return int(ddof)
 
 
+def count_over(shape: tuple[int, ...], axes) -> int:
+    """Number of values that a reduction over `axes` of an array of `shape` combines (1 for no axes)."""
+    return math.prod(shape[a] for a in axes)
+
+
 def count_per_channel(shape: tuple[int, ...]) -> int:
     """Number of values reduced per channel: N times the spatial sizes."""
-    return int(np.prod([shape[a] for a in reduce_axes(len(shape))]))
+    return count_over(shape, reduce_axes(len(shape)))
 
 
 def check_training_batch(shape: tuple[int, ...]) -> int:
@@ -117,3 +124,22 @@ def check_axes(axes, ndim: int, name: str = "axes") -> tuple[int, ...]:
     if len(set(fixed)) != len(fixed):
         raise ValueError(f"{name}={axes!r} names an axis twice")
     return fixed
+
+
+__all__ = [
+    "SHAPE_HELP",
+    "as_float_array",
+    "check_axes",
+    "check_ddof",
+    "check_dy",
+    "check_eps",
+    "check_finite",
+    "check_input",
+    "check_param",
+    "check_training_batch",
+    "count_over",
+    "count_per_channel",
+    "is_real_number",
+    "param_shape",
+    "reduce_axes",
+]

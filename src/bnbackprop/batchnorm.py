@@ -21,6 +21,7 @@ from ._validate import (
     check_input,
     check_param,
     check_training_batch,
+    count_over,
     is_real_number,
     param_shape,
     reduce_axes,
@@ -48,7 +49,7 @@ class Cache:
 
 def normalize_unchecked(x, gamma_b, beta_b, axes, eps, ddof, param_axes=None):
     """Normalize `x` over `axes` with broadcast-shaped `gamma_b`, `beta_b`; the caller has checked the input."""
-    B = int(np.prod([x.shape[a] for a in axes]))
+    B = count_over(x.shape, axes)
     mu = x.mean(axis=axes, keepdims=True)
     xmu = x - mu
     # Two passes: subtracting mu first keeps the variance exact under large offsets.
@@ -84,7 +85,7 @@ def normalize_forward(x, gamma_b, beta_b, axes, eps=1e-5, ddof=0, param_axes=Non
     axes = check_axes(axes, x.ndim)
     param_axes = axes if param_axes is None else check_axes(param_axes, x.ndim, "param_axes")
     eps, ddof = check_eps(eps), check_ddof(ddof)
-    B = int(np.prod([x.shape[a] for a in axes]))
+    B = count_over(x.shape, axes)
     if B - ddof < 1:
         raise ValueError(f"axes {axes} of x with shape {x.shape} hold {B} value(s) per statistic; "
                          f"with ddof={ddof} the variance divides by B - ddof = {B - ddof}: need B > ddof")
@@ -124,7 +125,7 @@ def forward(x, gamma, beta, eps=1e-5, ddof=0):
     return normalize_unchecked(x, gamma, beta, axes, eps, ddof)
 
 
-def _param_grads(dy, cache):
+def param_grads(dy, cache):
     """dgamma and dbeta: sums over the axes the parameters were broadcast along."""
     shape = _param_out_shape(cache)
     dbeta = dy.sum(axis=cache.param_axes).reshape(shape)
@@ -147,7 +148,7 @@ def backward(dy, cache):
     """Compact backward: dx = (g - mean(g) - xhat * sum(g*xhat)/(B-ddof)) / s, with g = gamma*dy."""
     _check_cache(cache)
     dy = check_dy(dy, cache.xhat.shape, cache.xhat.dtype)
-    dgamma, dbeta = _param_grads(dy, cache)
+    dgamma, dbeta = param_grads(dy, cache)
     g = cache.gamma * dy
     sum_g = g.sum(axis=cache.axes, keepdims=True)
     sum_gxhat = (g * cache.xhat).sum(axis=cache.axes, keepdims=True)
@@ -247,8 +248,12 @@ __all__ = [
     "backward_staged",
     "forward",
     "forward_eval",
+    "check_training_args",
+    "compact_dx",
     "normalize_forward",
     "normalize_unchecked",
-    "compact_dx",
+    "normalize_with_stats",
+    "param_grads",
+    "refuse_zero_variance",
     "update_running_stats",
 ]

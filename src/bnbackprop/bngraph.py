@@ -32,7 +32,7 @@ class BNGraph:
 
     def backward(self, dy) -> engine.Gradients:
         """Run the engine's backward pass from y with upstream gradient dy."""
-        return engine.backward(self.y, seed=dy)
+        return engine.backprop(self.y, seed=dy)
 
 
 def batchnorm_graph(x, gamma, beta, eps=1e-5, ddof=0) -> BNGraph:
@@ -59,3 +59,6 @@ def engine_backward(dy, x, gamma, beta, eps=1e-5, ddof=0):
     graph = batchnorm_graph(x, gamma, beta, eps, ddof)
     grads = graph.backward(check_dy(dy, graph.y.shape, np.float64))
     return grads["x"], grads["gamma"].ravel(), grads["beta"].ravel()
+
+
+__all__ = ["BNGraph", "batchnorm_graph", "engine_backward"]

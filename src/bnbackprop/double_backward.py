@@ -121,7 +121,7 @@ def engine_double_backward(ddx, ddgamma, ddbeta, dy, x, gamma, beta, eps=1e-5, d
     shape = n["dgamma"].shape
     L2 = ((n["dx"] * np.asarray(ddx, dtype=float)).sum() + (n["dgamma"] * np.reshape(ddgamma, shape)).sum()
           + (n["dbeta"] * np.reshape(ddbeta, shape)).sum()).named("L2")
-    grads = engine.backward(L2)
+    grads = engine.backprop(L2)
     return grads["x"], grads["gamma"].ravel(), grads["dy"]
 
 

@@ -362,3 +362,6 @@ def draw_jacobian(J, ax=None, title=None, annotate=None):
     if title:
         ax.set_title(title)
     return fig, ax, image
+
+
+__all__ = ["GraphDrawing", "HIGHLIGHT", "PLAIN", "draw_graph", "draw_jacobian", "edge_label", "layers", "layout", "node_label"]

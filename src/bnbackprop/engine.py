@@ -2,7 +2,7 @@
 
 Each op is a function that makes a node and one `Edge` per use of an operand: `a * a` has two
 edges from `a`. An edge holds its local vector-Jacobian product as a small closure. The backward
-pass collects every edge's contribution at its source node and adds them in one named step,
+pass, `backprop`, collects every edge's contribution at its source node and adds them in one named step,
 `fan_in_sum`, which is where the chain rule's sum over paths lives.
 """
 
@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+
+from ._validate import count_over
 
 
 @dataclass(eq=False)
@@ -191,7 +193,7 @@ def reduce_sum(a: Node, axis=None, keepdims=False) -> Node:
 def reduce_mean(a: Node, axis=None, keepdims=False, ddof=0) -> Node:
     """Sum over axes divided by (count - ddof); the local derivative is 1/(count - ddof)."""
     axes, shape = _axes(axis, a.value.ndim), a.shape
-    n = int(np.prod([shape[i] for i in axes])) - ddof
+    n = count_over(shape, axes) - ddof
     value = a.value.sum(axis=axes, keepdims=keepdims) / n
     return _make("mean", value, [(a, lambda g: _expand(g, shape, axes, keepdims) / n, f"1/{n}")])
 
@@ -243,7 +245,7 @@ class Gradients:
         return self._contrib[id(self._node(key))]
 
 
-def backward(out: Node, seed=None) -> Gradients:
+def backprop(out: Node, seed=None) -> Gradients:
     """Reverse-mode pass from `out`; the seed defaults to ones. Nothing accumulates across calls."""
     order = topological_order(out)
     seed = np.ones_like(out.value) if seed is None else np.asarray(seed, dtype=float)
@@ -277,3 +279,26 @@ def path_jacobian(path: tuple[Edge, ...]) -> np.ndarray:
     for edge in path:
         J = edge.jacobian() @ J
     return J
+
+
+__all__ = [
+    "Edge",
+    "Gradients",
+    "Node",
+    "add",
+    "all_edges",
+    "backprop",
+    "div",
+    "fan_in_sum",
+    "leaf",
+    "mul",
+    "neg",
+    "path_jacobian",
+    "paths",
+    "power",
+    "reduce_mean",
+    "reduce_sum",
+    "sub",
+    "topological_order",
+    "unbroadcast",
+]

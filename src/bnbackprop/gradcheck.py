@@ -74,3 +74,6 @@ def scaled_error(a, b) -> float:
         return float("inf")
     scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(b), initial=0.0)))
     return float(np.max(np.abs(a - b), initial=0.0)) / scale if scale > 0 else 0.0
+
+
+__all__ = ["check_vjp", "numerical_gradient", "numerical_jacobian", "rel_error", "scaled_error", "vjp_directional_error"]

@@ -194,3 +194,6 @@ def train(params, X, labels, X_test, labels_test, steps: int = 300, lr: float = 
             hist.eval_steps.append(step)
             hist.accuracies.append(float(np.mean(predict(params, X_test, running or None, eps) == labels_test)))
     return hist
+
+
+__all__ = ["History", "init_params", "loss_and_grads", "loss_plain", "make_spirals", "n_layers", "predict", "train", "uses_bn"]

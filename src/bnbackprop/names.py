@@ -73,3 +73,6 @@ def markdown_table(codes=None) -> str:
     lines = ["| symbol | meaning | code name |", "| --- | --- | --- |"]
     lines += [f"| ${row.symbol}$ | {row.meaning} | `{row.code}` |" for row in rows]
     return "\n".join(lines)
+
+
+__all__ = ["NAME_TABLE", "SYMBOLS", "Name", "markdown_table", "symbol"]

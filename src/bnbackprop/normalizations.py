@@ -22,6 +22,7 @@ from ._validate import (
     check_eps,
     check_finite,
     check_input,
+    count_over,
     reduce_axes,
 )
 
@@ -54,7 +55,7 @@ def normalize(x, gamma, beta, axes, param_axes=None, eps=1e-5, ddof=0):
         raise ValueError("axes must name at least one axis to take the statistics over")
     param_axes = axes if param_axes is None else check_axes(param_axes, x.ndim, "param_axes")
     eps, ddof = check_eps(eps), check_ddof(ddof)
-    B = int(np.prod([x.shape[a] for a in axes]))
+    B = count_over(x.shape, axes)
     if B < 2:
         raise ValueError(
             f"Expected more than 1 value per statistic when training; axes {axes} of shape {x.shape} hold {B}: "

@@ -87,3 +87,6 @@ def count_passes(backward_fn: Callable, dy, cache: Cache) -> PassCount:
     new = sum(m == "__call__" and not inplace for m, inplace in full) + copies
     reductions = sum(m in ("reduce", "accumulate", "reduceat") for m, _ in full)
     return PassCount(elementwise, reductions, copies, new, len(log) - len(full))
+
+
+__all__ = ["PassCount", "count_passes"]

@@ -9,13 +9,13 @@ import autograd.numpy as anp
 import numpy as np
 from autograd import grad
 
-from ._validate import param_shape, reduce_axes
+from ._validate import count_over, param_shape, reduce_axes
 from .gradcheck import numerical_gradient
 
 
 def normalize_plain(x, gamma_b, beta_b, axes, eps, ddof):
     """Normalization written directly from the definition, in autograd.numpy."""
-    B = int(np.prod([x.shape[a] for a in axes]))
+    B = count_over(x.shape, axes)
     mu = anp.sum(x, axis=axes, keepdims=True) / B
     var = anp.sum((x - mu) ** 2, axis=axes, keepdims=True) / (B - ddof)
     return gamma_b * (x - mu) / anp.sqrt(var + eps) + beta_b
@@ -61,3 +61,6 @@ def autograd_double_backward(ddx, ddgamma, ddbeta, dy, x, gamma, beta, eps=1e-5,
 
     args = [np.asarray(a, dtype=float) for a in (x, gamma, dy)]
     return tuple(grad(second_loss, i)(*args) for i in range(3))
+
+
+__all__ = ["autograd_backward", "autograd_double_backward", "batchnorm_plain", "finite_difference_backward", "normalize_plain"]

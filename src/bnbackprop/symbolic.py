@@ -46,7 +46,7 @@ def statistics(sym: Symbols, ddof: int = 0):
     return mu, var, xmu
 
 
-def forward(sym: Symbols, ddof: int = 0) -> sp.Matrix:
+def symbolic_forward(sym: Symbols, ddof: int = 0) -> sp.Matrix:
     """y = gamma * xhat (beta drops out of dy/dx), straight from the definition."""
     _, var, xmu = statistics(sym, ddof)
     return sp.Matrix([sym.gamma * d / sp.sqrt(var + sym.eps) for d in xmu])
@@ -54,7 +54,7 @@ def forward(sym: Symbols, ddof: int = 0) -> sp.Matrix:
 
 def jacobian_autodiff(sym: Symbols, ddof: int = 0) -> sp.Matrix:
     """dy_i / dx_j by SymPy's differentiation of the forward."""
-    return forward(sym, ddof).jacobian(sp.Matrix(sym.x))
+    return symbolic_forward(sym, ddof).jacobian(sp.Matrix(sym.x))
 
 
 def jacobian_compact(sym: Symbols, ddof: int = 0) -> sp.Matrix:
@@ -91,3 +91,16 @@ def dx_formula(B: int = 3, ddof: int = 0):
     proj = (g.T * xhat)[0] / (B - ddof)
     compact = (g - sp.ones(B, 1) * sp.Add(*g) / B - xhat * proj) / s
     return sym, jacobian_autodiff(sym, ddof).T * dy, compact
+
+
+__all__ = [
+    "Symbols",
+    "difference",
+    "dx_formula",
+    "in_terms_of_s",
+    "jacobian_autodiff",
+    "jacobian_compact",
+    "make_symbols",
+    "statistics",
+    "symbolic_forward",
+]

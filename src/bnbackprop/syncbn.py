@@ -318,7 +318,7 @@ def sync_backward(dys, caches, devices: Communicator):
 
 def _reduce_param_grads(dys, caches, comm: Communicator):
     """dgamma and dbeta: each device's sums, all-reduced as any data-parallel parameter gradient is."""
-    parts = [np.concatenate(batchnorm._param_grads(dy, c.bn)) for dy, c in zip(dys, caches)]
+    parts = [np.concatenate(batchnorm.param_grads(dy, c.bn)) for dy, c in zip(dys, caches)]
     total = comm.all_reduce("dgamma, dbeta (data parallel)", parts)
     C = total.size // 2
     return total[:C], total[C:]

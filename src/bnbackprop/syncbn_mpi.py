@@ -242,5 +242,8 @@ def _entry() -> None:
     sys.exit(status)
 
 
+__all__ = ["BAD_INPUTS", "MPIComm", "TOLERANCE", "main", "missing_mpi", "mpiexec_path", "run", "step"]
+
+
 if __name__ == "__main__":
     _entry()

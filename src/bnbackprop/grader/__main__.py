@@ -87,3 +87,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+__all__ = ["USAGE_EXAMPLES", "UsageError", "get_function", "load_module", "main", "parser", "split_target"]

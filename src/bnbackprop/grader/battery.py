@@ -202,7 +202,7 @@ def catch_rate(backward: Callable, check: Check | str, seeds) -> float:
     return sum(run_check(backward, check, s).caught for s in seeds) / len(seeds)
 
 
-def markdown_table(table: dict[str, dict[str, bool]], mark: str = "caught", blank: str = "·") -> str:
+def caught_markdown(table: dict[str, dict[str, bool]], mark: str = "caught", blank: str = "·") -> str:
     """Render a caught table as Markdown: rows are backwards, columns checks, friendly ones marked *."""
     if not table:
         raise ValueError("table must have at least one row")
@@ -212,3 +212,22 @@ def markdown_table(table: dict[str, dict[str, bool]], mark: str = "caught", blan
     for name, row in table.items():
         lines.append(f"| `{name}` | " + " | ".join(mark if row[c] else blank for c in cols) + " |")
     return "\n".join(lines)
+
+
+__all__ = [
+    "CHECKS",
+    "CHECKS_BY_NAME",
+    "COMPARES",
+    "HOSTILE",
+    "Check",
+    "Outcome",
+    "catch_rate",
+    "caught_markdown",
+    "caught_table",
+    "make_case",
+    "missed_by",
+    "run_battery",
+    "run_check",
+    "term_error",
+    "term_scales",
+]

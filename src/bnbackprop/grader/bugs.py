@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..batchnorm import _param_grads
+from ..batchnorm import param_grads
 
 
 def _dx(g, mean_g, xhat, proj, inv_s):
@@ -32,7 +32,7 @@ def _parts(dy, cache, g=None):
 def gamma_dropped(dy, cache):
     """Knet.jl #288: gamma left out of dx, so g = dy. Invisible whenever tests use gamma = 1."""
     g, mean_g, proj = _parts(dy, cache, g=dy)
-    return (_dx(g, mean_g, cache.xhat, proj, cache.inv_s), *_param_grads(dy, cache))
+    return (_dx(g, mean_g, cache.xhat, proj, cache.inv_s), *param_grads(dy, cache))
 
 
 def wrong_axis(dy, cache):
@@ -40,13 +40,13 @@ def wrong_axis(dy, cache):
     g = cache.gamma * dy
     mean_g = g.mean(axis=1)
     proj = (g * cache.xhat).mean(axis=1)
-    return (_dx(g, mean_g, cache.xhat, proj, cache.inv_s), *_param_grads(dy, cache))
+    return (_dx(g, mean_g, cache.xhat, proj, cache.inv_s), *param_grads(dy, cache))
 
 
 def variance_term_dropped(dy, cache):
     """Planted: the path through the variance is missing, so dx = (g - mean(g)) / s."""
     g, mean_g, _ = _parts(dy, cache)
-    return (_dx(g, mean_g, cache.xhat, 0.0, cache.inv_s), *_param_grads(dy, cache))
+    return (_dx(g, mean_g, cache.xhat, 0.0, cache.inv_s), *param_grads(dy, cache))
 
 
 def mean_via_variance_dropped(dy, cache):
@@ -57,7 +57,7 @@ def mean_via_variance_dropped(dy, cache):
     # The full dmu would add dvar * sum(-2 * xmu) / (B - ddof); that sum is 0 up to rounding.
     dmu = -(dxhat * inv_s).sum(axis=axes, keepdims=True)
     dx = dxhat * inv_s + dvar * 2.0 * cache.xmu / (B - ddof) + dmu / B
-    return (dx, *_param_grads(dy, cache))
+    return (dx, *param_grads(dy, cache))
 
 
 def mean_via_variance_misrestored(dy, cache):
@@ -66,12 +66,12 @@ def mean_via_variance_misrestored(dy, cache):
     dvar = -0.5 * proj * (cache.B - cache.ddof) * cache.inv_s**2  # the true dL/dvar
     dmu_extra = -2.0 * cache.xmu * dvar / cache.B
     # dmu reaches every x_j divided by B, so the per-element 'term' arrives as dmu_extra / B.
-    return (_dx(g, mean_g, cache.xhat, proj, cache.inv_s) + dmu_extra / cache.B, *_param_grads(dy, cache))
+    return (_dx(g, mean_g, cache.xhat, proj, cache.inv_s) + dmu_extra / cache.B, *param_grads(dy, cache))
 
 
 def mean_and_variance_paths_dropped(dy, cache):
     """DL4J #8335: dL/dIn kept only the direct term, dx = gamma * dy / s, without the mean's and the variance's."""
-    return (cache.gamma * dy * cache.inv_s, *_param_grads(dy, cache))
+    return (cache.gamma * dy * cache.inv_s, *param_grads(dy, cache))
 
 
 def wrong_count(dy, cache):
@@ -80,7 +80,7 @@ def wrong_count(dy, cache):
     D = dy.shape[1]
     mean_g = g.sum(axis=cache.axes, keepdims=True) / D
     proj = (g * cache.xhat).sum(axis=cache.axes, keepdims=True) / (D - cache.ddof)
-    return (_dx(g, mean_g, cache.xhat, proj, cache.inv_s), *_param_grads(dy, cache))
+    return (_dx(g, mean_g, cache.xhat, proj, cache.inv_s), *param_grads(dy, cache))
 
 
 def mean_via_variance_kept(dy, cache):
@@ -91,27 +91,27 @@ def mean_via_variance_kept(dy, cache):
     tmp = dvar * (-2.0 * cache.xmu).sum(axis=axes, keepdims=True) / (B - ddof)
     dmu = -(dxhat * inv_s).sum(axis=axes, keepdims=True) + tmp
     dx = dxhat * inv_s + dvar * 2.0 * cache.xmu / (B - ddof) + dmu / B
-    return (dx, *_param_grads(dy, cache))
+    return (dx, *param_grads(dy, cache))
 
 
 def bessel_mismatch(dy, cache):
     """The biased formula, mean(g * xhat), on a Bessel (ddof=1) forward: the n/(n-1) factor is lost."""
     g, mean_g, _ = _parts(dy, cache)
     proj = (g * cache.xhat).mean(axis=cache.axes, keepdims=True)
-    return (_dx(g, mean_g, cache.xhat, proj, cache.inv_s), *_param_grads(dy, cache))
+    return (_dx(g, mean_g, cache.xhat, proj, cache.inv_s), *param_grads(dy, cache))
 
 
 def eps_outside_sqrt(dy, cache):
     """s computed as sqrt(var) + eps instead of sqrt(var + eps): dx scaled by about 1 - eps/sigma + eps/(2 var)."""
     g, mean_g, proj = _parts(dy, cache)
     inv_s = 1.0 / (np.sqrt(cache.var) + cache.eps)
-    return (_dx(g, mean_g, cache.xhat, proj, inv_s), *_param_grads(dy, cache))
+    return (_dx(g, mean_g, cache.xhat, proj, inv_s), *param_grads(dy, cache))
 
 
 def missing_inv_n(dy, cache):
     """The 1/B of d mu / d x_j forgotten (the seed answer's 'dmu/dx = 1'): mean(g) becomes sum(g)."""
     g, _, proj = _parts(dy, cache)
-    return (_dx(g, g.sum(axis=cache.axes, keepdims=True), cache.xhat, proj, cache.inv_s), *_param_grads(dy, cache))
+    return (_dx(g, g.sum(axis=cache.axes, keepdims=True), cache.xhat, proj, cache.inv_s), *param_grads(dy, cache))
 
 
 def param_grads_wrong_axis(dy, cache):
@@ -183,7 +183,7 @@ def wrong_axis_keepdims(dy, cache):
     g = cache.gamma * dy
     mean_g = g.mean(axis=1, keepdims=True)
     proj = (g * cache.xhat).mean(axis=1, keepdims=True)
-    return (_dx(g, mean_g, cache.xhat, proj, cache.inv_s), *_param_grads(dy, cache))
+    return (_dx(g, mean_g, cache.xhat, proj, cache.inv_s), *param_grads(dy, cache))
 
 
 def variant(name: str, backward_fn: Callable) -> Bug:

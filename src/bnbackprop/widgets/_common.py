@@ -33,3 +33,6 @@ def figure_png(fig, dpi: int = 90) -> bytes:
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return buf.getvalue()
+
+
+__all__ = ["figure_png", "parse_values"]

@@ -134,3 +134,16 @@ def _escape(text: str) -> str:
 def decompose_explorer(x=DEFAULT_X, dy=DEFAULT_DY, gamma=1.5, eps=1e-5) -> DecomposeExplorer:
     """The interactive widget: edit the batch and dy, move gamma and eps, watch the three parts of dx."""
     return DecomposeExplorer(x, dy, gamma, eps)
+
+
+__all__ = [
+    "DEFAULT_DY",
+    "DEFAULT_X",
+    "PART_COLORS",
+    "PART_LABELS",
+    "DecomposeExplorer",
+    "Decomposition",
+    "decompose",
+    "decompose_explorer",
+    "decompose_figure",
+]

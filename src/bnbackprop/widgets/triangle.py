@@ -76,7 +76,7 @@ def triangle_state(B: int = 4, kind: str = "random", values: str = "", seed: int
     """Run the engine's backward pass through the triangle with upstream g; split dx by path."""
     g = upstream(B, kind, values, seed)
     x, mu, xmu = triangle_graph(B, seed)
-    grads = engine.backward(xmu, seed=g)
+    grads = engine.backprop(xmu, seed=g)
     by_edge = {edge.dst.name: c for edge, c in grads.contributions(x)}
     J = sum(engine.path_jacobian(p) for p in engine.paths(x, xmu))
     return TriangleState(int(B), kind, g, by_edge["xmu"], np.broadcast_to(by_edge["mu"], (B,)).copy(),
@@ -145,3 +145,19 @@ def triangle_explorer(B: int = 4, kind: str = "random", values: str = "1, 0, -2,
     """The interactive triangle explorer for a notebook cell."""
     check_choice(B, kind)
     return TriangleExplorer(B, kind, values, seed)
+
+
+__all__ = [
+    "KINDS",
+    "TriangleExplorer",
+    "TriangleState",
+    "check_choice",
+    "parse_values",
+    "summary_html",
+    "triangle_explorer",
+    "triangle_figure",
+    "triangle_graph",
+    "triangle_png",
+    "triangle_state",
+    "upstream",
+]
