@@ -220,3 +220,13 @@ def test_without_mpi4py_the_mpi_module_imports_and_names_the_extra(monkeypatch):
     assert "pip install 'bnbackprop[mpi]'" in syncbn_mpi.missing_mpi()
     with pytest.raises(RuntimeError, match=r"bnbackprop\[mpi\]"):
         syncbn_mpi.run(2)
+
+
+def test_a_bad_cache_on_one_device_makes_every_device_raise_after_the_message():
+    x, gamma, beta, dy = data()
+    devices = Devices(3)
+    _, caches = sync_forward(split_batch(x, 3), gamma, beta, devices)
+    with pytest.raises(ValueError, match=r"^device 2 of 3 refused its input: caches\[2\] is NoneType"):
+        sync_backward(split_batch(dy, 3), caches[:2] + [None], devices)
+    # The backward's message went out, so devices waiting in it on other processes are released.
+    assert [m.op for m in devices.log] == ["all-gather", "all-reduce"]

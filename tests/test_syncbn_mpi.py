@@ -55,6 +55,7 @@ def test_every_rank_matches_one_process_and_the_simulation(K, dtype, shape, size
     (4, 1, "channels", "shard 1 has shape (2, 2, 4, 5); expected (N_k, C, ...) with C = 3"),
     (2, 0, "empty", "shard 0 has shape (0, 3, 4, 5) with an empty axis"),
     (4, 3, "dy-nan", "dy must be finite"),
+    (2, 1, "cache", "caches[1] is NoneType; sync_backward needs the caches that sync_forward returned"),
 ])
 def test_a_bad_input_on_one_rank_fails_every_rank_with_the_same_error(K, bad_rank, bad, match):
     proc = run(K, ["--bad-rank", bad_rank, "--bad", bad], timeout=TIMEOUT)

@@ -50,6 +50,7 @@ class Communicator:
     K: int  # devices in all
     local: tuple[int, ...]  # the devices this process holds, by global index
     log: list[Message]
+    layout: tuple[int, np.dtype] | None = None  # (C, dtype) of the last sync_forward's statistics
 
     def all_gather(self, name: str, parts) -> np.ndarray:
         """Every device's array, stacked in device order: shape (K, ...). One array per local device."""
@@ -239,6 +240,7 @@ def sync_forward(shards, gamma, beta, devices: Communicator, eps=1e-5, ddof=0):
     if np.any(gathered["count"] < 0):
         _raise_agreed(comm, errors, "a device refused its input")
     mean, m2, B = combine_stats(gathered["mean"], gathered["var"], gathered["count"])
+    comm.layout = (mean.size, mean.dtype)  # the backward's message: a device whose input fails still sends this shape
     if B < 2:
         raise ValueError("Expected more than 1 value per channel when training, over all devices together")
     ddof, eps = check_ddof(ddof), check_eps(eps)
@@ -270,26 +272,28 @@ def _to_caller_dtype(a, dtype, name):
     return out
 
 
-def _check_caches(caches, mode, comm, fn):
-    """Each cache must be a ShardCache from the forward of the same mode, for the devices this process holds."""
+def _check_cache(c, k, mode, fn):
+    """A cache must be a ShardCache from the forward of the same mode."""
     want = f"{mode}_forward"
-    for k, c in zip(comm.local, caches):
-        if not isinstance(c, ShardCache):
-            raise ValueError(f"caches[{k}] is {type(c).__name__}; {fn} needs the caches that {want} returned")
-        if c.mode != mode:
-            raise ValueError(f"caches[{k}] came from {c.mode}_forward; {fn} needs the caches that {want} returned "
-                             "(the two use different statistics, so mixing them gives the gradient of neither)")
+    if not isinstance(c, ShardCache):
+        raise ValueError(f"caches[{k}] is {type(c).__name__}; {fn} needs the caches that {want} returned")
+    if c.mode != mode:
+        raise ValueError(f"caches[{k}] came from {c.mode}_forward; {fn} needs the caches that {want} returned "
+                         "(the two use different statistics, so mixing them gives the gradient of neither)")
 
 
 def _backward_sums(dy, c, k, comm):
-    """One device's (sum dy, sum dy*xmu), or NaNs and an error text when its dy is refused."""
-    bn = c.bn
+    """One device's (sum dy, sum dy*xmu), or NaNs and an error text when its cache or dy is refused."""
     try:
+        _check_cache(c, k, "sync", "sync_backward")
+        bn = c.bn
         dy = check_dy(dy, bn.xhat.shape, bn.xhat.dtype)
         return dy, np.stack([dy.sum(axis=bn.axes), (dy * bn.xmu).sum(axis=bn.axes)]), None
     except (ValueError, TypeError) as err:
-        part = np.full((2, bn.mu.size), np.nan, bn.mu.dtype)
-        return None, part, f"device {k} of {comm.K} refused its input: {err}"
+        if getattr(comm, "layout", None) is None:
+            raise  # no forward has run on this communicator: there is no message shape to fail in
+        C, dtype = comm.layout
+        return None, np.full((2, C), np.nan, dtype), f"device {k} of {comm.K} refused its input: {err}"
 
 
 def sync_backward(dys, caches, devices: Communicator):
@@ -297,7 +301,6 @@ def sync_backward(dys, caches, devices: Communicator):
     comm = _check_comm(devices)
     _check_local_count("dys", dys, comm)
     _check_local_count("caches", caches, comm)
-    _check_caches(caches, "sync", comm, "sync_backward")
     results = [_backward_sums(dy, c, k, comm) for dy, c, k in zip(dys, caches, comm.local)]
     total = comm.all_reduce("sum(dy), sum(dy*xmu)", [r[1] for r in results])
     if not np.all(np.isfinite(total)):
@@ -342,7 +345,8 @@ def local_backward(dys, caches, devices: Communicator):
     comm = _check_comm(devices)
     _check_local_count("dys", dys, comm)
     _check_local_count("caches", caches, comm)
-    _check_caches(caches, "local", comm, "local_backward")
+    for k, c in zip(comm.local, caches):
+        _check_cache(c, k, "local", "local_backward")
     dys = [check_dy(dy, c.bn.xhat.shape, c.bn.xhat.dtype) for dy, c in zip(dys, caches)]
     dxs = [_to_caller_dtype(batchnorm.backward(dy, c.bn)[0], c.dtype, "dx") for dy, c in zip(dys, caches)]
     dgamma, dbeta = _reduce_param_grads(dys, caches, comm)

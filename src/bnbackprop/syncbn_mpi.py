@@ -36,7 +36,7 @@ from .syncbn import (
 
 # Largest error relative to the largest entry of the float64 reference, per dtype of x.
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5, "float16": 2e-3}
-BAD_INPUTS = ("nan", "channels", "empty", "dy-nan")
+BAD_INPUTS = ("nan", "channels", "empty", "dy-nan", "cache")
 
 
 def _mpi():
@@ -110,7 +110,8 @@ def parse_args(argv):
     p.add_argument("--dtype", default="float64", choices=sorted(TOLERANCE))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bad-rank", type=int, help="give this rank a bad input")
-    p.add_argument("--bad", choices=BAD_INPUTS, default="nan", help="which bad input (default nan)")
+    p.add_argument("--bad", choices=BAD_INPUTS, default="nan",
+                   help="which bad input (default nan; cache: the backward gets no cache)")
     p.add_argument("--time", type=int, default=0, metavar="STEPS", help="also time this many steps")
     return p.parse_args(argv)
 
@@ -142,15 +143,15 @@ def _spoil(shard, dy, how):
         shard = shard[:, :-1]
     elif how == "empty":
         shard = shard[:0]
-    else:
+    elif how == "dy-nan":
         dy.flat[0] = np.nan
     return shard, dy
 
 
-def step(shard, dy, gamma, beta, comm):
-    """One SyncBN forward and backward for this process's device."""
+def step(shard, dy, gamma, beta, comm, drop_cache=False):
+    """One SyncBN forward and backward for this process's device (`drop_cache`: the backward gets None)."""
     (y,), caches = sync_forward([shard], gamma, beta, comm)
-    (dx,), dgamma, dbeta = sync_backward([dy], caches, comm)
+    (dx,), dgamma, dbeta = sync_backward([dy], [None] if drop_cache else caches, comm)
     return y, dx, dgamma, dbeta
 
 
@@ -208,7 +209,7 @@ def main(argv=None) -> int:
     shard, dy, gamma, beta = make_inputs(opts, rank, K)
     dtype = np.dtype(opts.dtype)
     try:
-        result = step(shard, dy, gamma, beta, comm)
+        result = step(shard, dy, gamma, beta, comm, drop_cache=rank == opts.bad_rank and opts.bad == "cache")
         ok, line = check_rank(result, comm, shard, dy, gamma, beta, dtype)
     except ValueError as err:
         ok, line = False, f"rank {rank}: ValueError: {err}"
