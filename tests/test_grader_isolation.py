@@ -79,7 +79,7 @@ def test_object_outputs_are_refused():
         return dx.astype(object), dgamma, dbeta
 
     report = diagnose(objects)
-    assert report.verdict == "refused" and "dx is an array of object" in report.headline()
+    assert report.verdict == "refused" and "dx came back as an array of object" in report.headline()
 
 
 def test_lists_are_accepted_and_judged():
@@ -121,6 +121,15 @@ def test_each_escape_ends_in_its_verdict_and_exit_code(tmp_path, name):
     assert proc.returncode == code, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
     assert report["verdict"] == verdict and report["exit_code"] == code and headline in report["headline"]
+
+
+@pytest.mark.parametrize("source, code, words", [
+    ("import os\nos._exit(0)\n\ndef bw(dout, cache):\n    pass\n", 5, "EXITED (code 0) before returning"),
+    ("raise ImportError('no module named cs231n')\n\ndef bw(dout, cache):\n    pass\n", 3, "run it with python on its own"),
+])
+def test_the_files_top_level_code_runs_only_in_the_child(tmp_path, source, code, words):
+    proc = run_cli(tmp_path, source, "bw", "--timeout", "2")
+    assert proc.returncode == code and words in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_deep_recursion_crashes_the_child_not_the_grader(tmp_path):

@@ -89,7 +89,7 @@ def _grade(target: Target, convention, ddof, timeout, find_forward: str = "") ->
     probe = run_isolated(probe_job(target, find_forward), timeout)
     if probe.kind == "missing":
         raise Missing(probe.info["message"])
-    head = {"convention": convention or "cs231n", "ddof": ddof or 0, "forward": "", "notes": notes}
+    head = {"convention": convention or "cs231n", "ddof": ddof or 0, "forward": "not known (your code did not load)", "notes": notes}
     if probe.kind != "ok":
         return _cannot_start(head, probe, timeout)
     info = probe.info
@@ -121,8 +121,12 @@ def _cannot_start(head, probe, timeout) -> Report:
 
         fake = CaseResult(CASES[0], {"timeout": "timeout"}.get(probe.kind, probe.kind), message=what, code=probe.code)
         return Report(**head, results=[fake], verdict=word, problem=what)
-    where = "importing your file" if probe.info.get("stage") == "import" else "inspecting your function"
-    return Report(**head, results=[], verdict="could not run", problem=f"{where} raised {probe.info.get('message', '')}")
+    if probe.info.get("stage") == "import":
+        problem = (f"importing your file raised {probe.info.get('message', '')}; "
+                   "run it with python on its own to see the whole traceback")
+    else:
+        problem = f"inspecting your function raised {probe.info.get('message', '')}"
+    return Report(**head, results=[], verdict="could not run", problem=problem)
 
 
 def _convention(info: dict, asked: str | None) -> tuple[str, str, str]:

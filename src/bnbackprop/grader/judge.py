@@ -101,7 +101,7 @@ def judge_case(case: Case, outcome: Outcome, ddof: int, timeout: float, book_cac
         return escaped
     if outcome.kind != "ok":
         if outcome.kind == "refused":
-            return CaseResult(case, "refused", message=f"your backward returned {outcome.info.get('message', '')}")
+            return CaseResult(case, "refused", message=outcome.info.get("message", ""))
         return _error(case, outcome, book_cache)
     arrays = outcome.arrays
     refusal = _refusal(arrays)

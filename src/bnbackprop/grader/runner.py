@@ -324,7 +324,7 @@ def pack_outputs(value, y=None) -> tuple[dict, dict]:
             return {"status": "bad_return", "stage": "backward", "message": f"{name} is not an array ({exc_text(exc)})"}, {}
         if a.dtype.kind not in "biufc":
             return {"status": "refused", "stage": "backward",
-                    "message": f"{name} is an array of {a.dtype} (from {type(v).__name__}), not of numbers"}, {}
+                    "message": f"{name} came back as an array of {a.dtype} (from {type(v).__name__}), not of numbers"}, {}
         arrays[name] = a
     if y is not None:
         try:
