@@ -1,25 +1,71 @@
-"""Root pytest configuration: make nbval compare stored PNG figures too, and report skipped MPI tests loudly.
+"""Root pytest configuration: how nbval checks the notebooks (see the README, "How the stored outputs stay
+current"), and MPI tests reported loudly when skipped.
 
-nbval skips image/png by default. Matplotlib's Agg output is byte-for-byte repeatable for one set
-of versions, so comparing the PNGs proves that the figures a reader sees are current.
+- Figures: nbval skips image/png by default; here every stored PNG is compared with the new one pixel by
+  pixel, within tests/notebook_checks.FIGURE_TOLERANCE levels per channel, so a last-bit change in the
+  data passes and a visible change fails.
+- A second numeric environment: every notebook is collected twice. `book/X.ipynb` runs as the machine
+  is set up; `book/X.ipynb[second_env]` runs in a kernel started with numpy's SIMD groups above its
+  baseline disabled, numba compiled for a generic CPU and BLAS on another thread count
+  (tests/notebook_checks.second_env). Both must reproduce the stored outputs.
+- Cells tagged `mpi` launch mpiexec: without MPI they are skipped as the MPI tests are, and the
+  summary says so in red.
 """
 
 from __future__ import annotations
 
 import os
+import types
+from functools import lru_cache
+from unittest import mock
 
 import pytest
+from nbval.plugin import IPyNbCell, IPyNbFile
 
+from tests.notebook_checks import figure_difference, second_env
+
+SECOND_ENV = "second_env"
 MPI_SKIP = "MPI TESTS SKIPPED"
 
 
-def _compare_png(items):
-    """Drop image/png from the skip list of every notebook nbval collected."""
-    for item in items:
-        parent = getattr(item, "parent", None)
-        skip = getattr(parent, "skip_compare", None)
-        if skip is not None and "image/png" in skip:
-            parent.skip_compare = tuple(k for k in skip if k != "image/png")
+@lru_cache(maxsize=1)
+def _second_env() -> dict[str, str]:
+    """Computed once per process, from what numpy and BLAS report on this machine."""
+    return second_env()
+
+
+class SecondEnvNotebook(IPyNbFile):
+    """A notebook whose kernel starts in the second numeric environment."""
+
+    def setup(self):
+        with mock.patch.dict(os.environ, _second_env()):
+            super().setup()  # starts the kernel, which copies os.environ
+
+
+def pytest_collect_file(file_path, parent):
+    """Collect every notebook a second time (nbval collects the first) under its own node id."""
+    opt = parent.config.option
+    if (opt.nbval or opt.nbval_lax) and file_path.suffix == ".ipynb":
+        nodeid = f"{file_path.relative_to(parent.config.rootpath).as_posix()}[{SECOND_ENV}]"
+        return SecondEnvNotebook.from_parent(parent, path=file_path, name=f"{file_path.name}[{SECOND_ENV}]",
+                                             nodeid=nodeid)
+    return None
+
+
+def compare_outputs(self, test, ref, skip_compare=None):
+    """nbval's comparison (which skips image/png), then every PNG within the pixel tolerance."""
+    if not IPyNbCell.compare_outputs(self, test, ref, skip_compare):
+        return False
+    pngs = [[o["data"]["image/png"] for o in outs if "image/png" in o.get("data", {})] for outs in (ref, test)]
+    if len(pngs[0]) != len(pngs[1]):
+        self.comparison_traceback.append(f"{len(pngs[0])} stored figure(s), {len(pngs[1])} new")
+        return False
+    for k, (stored, new) in enumerate(zip(*pngs)):
+        why = figure_difference(stored, new)
+        if why is not None:
+            self.comparison_traceback.append(f"figure {k + 1} of the cell: {why}")
+            return False
+    return True
 
 
 def _skip_mpi_cells(items):
@@ -35,8 +81,10 @@ def _skip_mpi_cells(items):
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Compare stored figures; skip MPI cells where MPI is missing."""
-    _compare_png(items)
+    """Give every nbval cell the tolerant figure comparison; skip MPI cells where MPI is missing."""
+    for item in items:
+        if isinstance(item, IPyNbCell):
+            item.compare_outputs = types.MethodType(compare_outputs, item)
     _skip_mpi_cells(items)
 
 

@@ -16,6 +16,7 @@ OPTIONAL = [
     ("bnbackprop.symbolic", "sympy", "symbolic"),
     ("bnbackprop.widgets", "ipywidgets", "widgets"),
     ("bnbackprop.widgets.triangle", "ipywidgets", "widgets"),
+    ("bnbackprop.lowprec", "ml_dtypes", "lowprec"),
 ]
 
 

@@ -109,8 +109,11 @@ def triangle_png(state: TriangleState) -> bytes:
 def summary_html(state: TriangleState) -> str:
     """One line of numbers under the controls."""
     fmt = ", ".join
+    total = state.total.sum()
+    # sum(g - mean(g)) is 0 up to rounding: say so rather than show the CPU's rounding noise.
+    shown = "0 to rounding" if abs(total) <= 1e-12 * np.abs(state.g).sum() else f"{total:.1e}"
     return (f"g = [{fmt(f'{v:.2f}' for v in state.g)}] &nbsp; mean(g) = {state.g.mean():.3f} &nbsp; "
-            f"g - mean(g) = [{fmt(f'{v:.2f}' for v in state.total)}] &nbsp; sum = {state.total.sum():.1e}")
+            f"g - mean(g) = [{fmt(f'{v:.2f}' for v in state.total)}] &nbsp; sum = {shown}")
 
 
 class TriangleExplorer(widgets.VBox):
