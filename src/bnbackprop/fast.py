@@ -469,7 +469,7 @@ def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
         return forward(x, gamma, beta, eps=eps, ddof=ddof)  # eps = 0 needs forward's zero-variance check
     ch = x.shape[1]
     gamma_c, beta_c = _param(gamma, ch, x.dtype), _param(beta, ch, x.dtype)
-    if gamma_c is None or beta_c is None or x.size // ch - ddof < 1:
+    if gamma_c is None or beta_c is None or x.size // ch < 2:  # forward refuses a batch of one value per channel
         return forward(x, gamma, beta, eps=eps, ddof=ddof)
     x = np.ascontiguousarray(x)
     xmu, xhat, y = np.empty_like(x), np.empty_like(x), np.empty_like(x)
