@@ -48,7 +48,7 @@ def test_float64_forward_fast_agrees_with_forward(shape, seed, offset, ddof, eps
         got, want = getattr(cache_f, name), getattr(cache, name)
         assert got.shape == want.shape and got.dtype == np.float64
         assert np.max(np.abs(got - want)) <= 1e-13 * cond * np.max(np.abs(want)) + 1e-13 * np.max(np.abs(x))
-    for field in ("eps", "ddof", "axes", "param_axes", "B"):
+    for field in ("eps", "ddof", "axes", "param_axes", "B", "in_range"):
         assert getattr(cache_f, field) == getattr(cache, field)
     np.testing.assert_array_equal(cache_f.gamma, cache.gamma)
 
@@ -144,3 +144,17 @@ def test_bad_threads_are_refused(threads, error):
     _, cache = forward(x, gamma, beta)
     with pytest.raises(error, match="threads must be"):
         backward_fast(x, cache, threads=threads)
+
+
+@pytest.mark.parametrize(("dtype", "magnitude"), [(np.float64, 1e-200), (np.float64, 1e200), (np.float64, 1e-310),
+                                                  (np.float32, 1e-40), (np.float32, 1e30)])
+def test_extreme_magnitudes_match_forward(dtype, magnitude):
+    x, gamma, beta = batch((40, 3, 2), 8, 1.0, np.float64)
+    x = (x * magnitude).astype(dtype)
+    gamma, beta = gamma.astype(dtype), beta.astype(dtype)
+    y, cache = forward(x, gamma, beta)
+    y_f, cache_f = forward_fast(x, gamma, beta)
+    assert cache_f.in_range == cache.in_range
+    # xhat is scale-free: rounding-sized differences, relative to cond, whichever path computed it
+    assert np.max(np.abs(cache_f.xhat - cache.xhat)) <= 64 * np.finfo(dtype).eps * scale(x, cache)
+    assert np.max(np.abs(y_f - y)) <= 64 * np.finfo(dtype).eps * scale(x, cache) * (np.max(np.abs(gamma)) + np.max(np.abs(beta)))

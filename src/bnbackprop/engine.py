@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+from numpy.lib.array_utils import normalize_axis_tuple
 
-from ._validate import count_over
+from ._validate import count_over, real_array
 
 
 @dataclass(eq=False)
@@ -62,26 +63,27 @@ class Node:
     def __repr__(self) -> str:
         return f"Node({self.name or self.op}, shape={self.shape})"
 
+    # An operand that is neither a Node nor real numbers gives NotImplemented, so Python raises its TypeError.
     def __add__(self, other):
-        return add(self, other)
+        return add(self, other) if _is_operand(other) else NotImplemented
 
     def __radd__(self, other):
-        return add(self, other)
+        return add(self, other) if _is_operand(other) else NotImplemented
 
     def __sub__(self, other):
-        return sub(self, other)
+        return sub(self, other) if _is_operand(other) else NotImplemented
 
     def __rsub__(self, other):
-        return add(neg(self), other)
+        return add(neg(self), other) if _is_operand(other) else NotImplemented
 
     def __mul__(self, other):
-        return mul(self, other)
+        return mul(self, other) if _is_operand(other) else NotImplemented
 
     def __rmul__(self, other):
-        return mul(self, other)
+        return mul(self, other) if _is_operand(other) else NotImplemented
 
     def __truediv__(self, other):
-        return div(self, other)
+        return div(self, other) if _is_operand(other) else NotImplemented
 
     def __neg__(self):
         return neg(self)
@@ -102,9 +104,23 @@ class Node:
         return power(self, 0.5)
 
 
+def _is_operand(other) -> bool:
+    """A Node, or a constant of real numbers."""
+    if isinstance(other, Node):
+        return True
+    return not isinstance(other, (str, bytes, np.ma.MaskedArray)) and np.asarray(other).dtype.kind in "iuf"
+
+
+def _constant(b, op: str) -> np.ndarray:
+    """The constant operand of `op`, as real numbers."""
+    if not _is_operand(b):
+        raise TypeError(f"the other operand of {op} must be a Node or real numbers; got {type(b).__name__}")
+    return real_array(b, f"the constant operand of {op}")
+
+
 def leaf(value, name: str = "") -> Node:
-    """An input node."""
-    return Node(np.asarray(value, dtype=float), name=name)
+    """An input node; value must hold real numbers."""
+    return Node(real_array(value, "value"), name=name)
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -130,14 +146,15 @@ def _label(node: Node) -> str:
 def add(a: Node, b) -> Node:
     """a + b; a constant b is folded into the op."""
     if not isinstance(b, Node):
-        return _make(f"+ {b:g}" if np.isscalar(b) else "+ c", a.value + b, [(a, lambda g: g, "1")])
+        c = _constant(b, "+")
+        return _make(f"+ {float(c):g}" if c.ndim == 0 else "+ c", a.value + c, [(a, lambda g: g, "1")])
     return _make("+", a.value + b.value, [(a, lambda g: g, "1"), (b, lambda g: g, "1")])
 
 
 def sub(a: Node, b) -> Node:
     """a - b."""
     if not isinstance(b, Node):
-        return add(a, -b)
+        return add(a, -_constant(b, "-"))
     return _make("-", a.value - b.value, [(a, lambda g: g, "1"), (b, lambda g: -g, "-1")])
 
 
@@ -149,7 +166,8 @@ def neg(a: Node) -> Node:
 def mul(a: Node, b) -> Node:
     """a * b; each operand's local derivative is the other operand."""
     if not isinstance(b, Node):
-        c, text = np.asarray(b, dtype=float), (f"{b:g}" if np.isscalar(b) else "c")
+        c = _constant(b, "*")
+        text = f"{float(c):g}" if c.ndim == 0 else "c"
         return _make(f"* {text}", a.value * c, [(a, lambda g: g * c, text)])
     av, bv = a.value, b.value
     return _make("*", av * bv, [(a, lambda g: g * bv, _label(b)), (b, lambda g: g * av, _label(a))])
@@ -158,22 +176,45 @@ def mul(a: Node, b) -> Node:
 def div(a: Node, b) -> Node:
     """a / b."""
     if not isinstance(b, Node):
-        return mul(a, 1.0 / np.asarray(b, dtype=float))
+        c = _constant(b, "/")
+        _refuse_zero_divisor(c)
+        return mul(a, 1.0 / c)
     av, bv = a.value, b.value
+    _refuse_zero_divisor(bv)
     uses = [(a, lambda g: g / bv, f"1/{_label(b)}"), (b, lambda g: -g * av / bv**2, f"-{_label(a)}/{_label(b)}^2")]
     return _make("/", av / bv, uses)
 
 
+def _refuse_zero_divisor(bv):
+    """Division by zero gives inf, and its gradient inf or NaN."""
+    if np.any(bv == 0):
+        raise ValueError("division by zero: the divisor holds zeros")
+
+
 def power(a: Node, p: float) -> Node:
-    """a ** p for a constant exponent p."""
-    av = a.value
-    return _make(f"**{p:g}", av**p, [(a, lambda g: g * p * av ** (p - 1), f"{p:g} {_label(a)}^{p - 1:g}")])
+    """a ** p for a constant real exponent p; a must be >= 0 unless p is an integer, and > 0 if p < 0."""
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.integer, np.floating)) or not np.isfinite(p):
+        raise TypeError(f"the exponent p of a ** p must be a constant finite real number; got {type(p).__name__}")
+    av, whole = a.value, float(p).is_integer()
+    if not whole and np.any(av < 0):
+        raise ValueError(f"{_label(a)} ** {p:g} needs {_label(a)} >= 0 (a real power of a negative number is not real); "
+                         f"its smallest value is {av.min():g}")
+    if p < 0 and np.any(av == 0):
+        raise ValueError(f"{_label(a)} ** {p:g} divides by zero: {_label(a)} holds zeros")
+
+    def vjp(g):
+        if p < 1 and not whole and np.any(av == 0):
+            raise ValueError(f"the derivative of {_label(a)} ** {p:g} is infinite where {_label(a)} = 0")
+        return g * p * av ** (p - 1)
+
+    return _make(f"**{p:g}", av**p, [(a, vjp, f"{p:g} {_label(a)}^{p - 1:g}")])
 
 
 def _axes(axis, ndim: int) -> tuple[int, ...]:
+    """axis as a tuple of non-negative ints; numpy's AxisError (a ValueError) if out of range."""
     if axis is None:
         return tuple(range(ndim))
-    return tuple(a % ndim for a in np.atleast_1d(axis))
+    return normalize_axis_tuple(axis, ndim, "axis")
 
 
 def _expand(g, shape, axes, keepdims):
@@ -193,7 +234,13 @@ def reduce_sum(a: Node, axis=None, keepdims=False) -> Node:
 def reduce_mean(a: Node, axis=None, keepdims=False, ddof=0) -> Node:
     """Sum over axes divided by (count - ddof); the local derivative is 1/(count - ddof)."""
     axes, shape = _axes(axis, a.value.ndim), a.shape
-    n = count_over(shape, axes) - ddof
+    if isinstance(ddof, (bool, np.bool_)) or not isinstance(ddof, (int, np.integer)) or ddof < 0:
+        raise ValueError(f"ddof must be a non-negative integer; got {ddof!r}")
+    count = count_over(shape, axes)
+    if count - ddof < 1:
+        raise ValueError(f"mean over {count} value(s) with ddof={ddof} divides by count - ddof = {count - ddof}; "
+                         "need more values than ddof")
+    n = count - ddof
     value = a.value.sum(axis=axes, keepdims=keepdims) / n
     return _make("mean", value, [(a, lambda g: _expand(g, shape, axes, keepdims) / n, f"1/{n}")])
 

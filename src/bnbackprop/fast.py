@@ -16,15 +16,22 @@ beat 5/3 of np.add's time on arrays larger than the cache.
   through the block, and its per-call cost loses to PyTorch on arrays that fit in the cache.
 - `backward_fast` fuses each pass into one loop with numba, which numpy cannot express; that is
   what brings it near the 5/3 limit (see benchmarks/README.md for the measured ratios).
+
+Dtypes, range, accuracy and refusals are those of `batchnorm` (see its docstring): float16 is
+computed in float32 (numba has no float16), longdouble by `batchnorm.backward` (numba has no
+longdouble either), and a result that overflows in the fast passes (detected inside pass 2, with
+no extra memory traffic) is recomputed by the scale-safe `batchnorm.backward`.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._extras import require
-from ._validate import check_dy, check_finite, param_shape, reduce_axes
-from .batchnorm import Cache, forward
+from ._validate import check_finite, reduce_axes, param_shape
+from .batchnorm import Cache, _in_caller_dtype, _in_window, backward, checked_dy, forward
 
 numba = require("numba", "fast", __name__)
 njit = numba.njit
@@ -69,9 +76,10 @@ def _sums(dy2, xhat2, blocks, tmp, by_row):
     return s_dy, s_dyx
 
 
-def _apply(dy2, xhat2, coef, out2, blocks, tmp, by_row):
-    """Pass 2: dx = a*dy + b*xhat + c, block by block; by_row means one (a, b, c) per row."""
+def _apply(dy2, xhat2, coef, out2, blocks, tmp, by_row) -> bool:
+    """Pass 2: dx = a*dy + b*xhat + c, block by block; by_row means one (a, b, c) per row. True if all finite."""
     a, b, c = coef
+    finite = True
     for i, j in blocks:
         t, o = tmp[: j - i], out2[i:j]
         ai, bi, ci = (a[i:j], b[i:j], c[i:j]) if by_row else (a, b, c)
@@ -79,11 +87,13 @@ def _apply(dy2, xhat2, coef, out2, blocks, tmp, by_row):
         np.multiply(xhat2[i:j], bi, out=t)
         o += t
         o += ci
+        finite = finite and bool(np.isfinite(o.sum()))  # the block is still in cache: no extra memory pass
+    return finite
 
 
-def _check_out(out, xhat) -> np.ndarray:
+def _check_out(out, cache) -> np.ndarray:
     """A preallocated dx must have x's shape and dtype, be C-contiguous and writeable, and not overlap xhat."""
-    shape, dtype = xhat.shape, xhat.dtype
+    shape, dtype = cache.xhat.shape, cache.x.dtype
     if not isinstance(out, np.ndarray):
         raise ValueError(f"out must be a numpy array of shape {shape} and dtype {dtype}; got {type(out).__name__}")
     if out.shape != shape or out.dtype != dtype:
@@ -92,69 +102,88 @@ def _check_out(out, xhat) -> np.ndarray:
         )
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError("out must be a C-contiguous, writeable array, like np.empty_like(x)")
-    if np.may_share_memory(out, xhat):
+    if np.may_share_memory(out, cache.xhat):
         raise ValueError("out overlaps cache.xhat, which the second pass still reads; pass a separate array (out=dy is fine)")
     return out
 
 
+def _refuse_partial_overlap(out, dy):
+    """out may be dy itself (each element is read before it is written), but not a shifted view of it."""
+    if np.shares_memory(out, dy) and out.__array_interface__["data"][0] != dy.__array_interface__["data"][0]:
+        raise ValueError("out overlaps dy only partly, so the second pass would read values it already wrote; "
+                         "pass out=dy itself or a separate array")
+
+
 def _check_dy_fast(dy, cache: Cache) -> np.ndarray:
-    """Shape and dtype only: a finite check would cost a pass, so the sums check finiteness instead."""
+    """Shape and dtype only: a finite check would cost a pass; a NaN or inf in dy reaches the sums and dx instead."""
     xhat = cache.xhat
-    if isinstance(dy, np.ndarray) and dy.shape == xhat.shape and dy.dtype == xhat.dtype:
+    if type(dy) is np.ndarray and dy.shape == xhat.shape and dy.dtype == xhat.dtype == cache.x.dtype:
         return dy
-    return check_dy(dy, xhat.shape, xhat.dtype)
+    return checked_dy(dy, cache)
 
 
 def _prepare(dy, cache, out):
-    """Checked, C-contiguous (dy, xhat, out) for a batch norm cache."""
+    """Checked, C-contiguous (dy, xhat, out) for a batch norm cache, in the dtype the cache computes in."""
     if not isinstance(cache, Cache):
         raise ValueError(f"cache must be the Cache returned by batchnorm.forward; got {type(cache).__name__}")
-    dy = _check_dy_fast(dy, cache)
+    user_out = None if out is None else _check_out(out, cache)
+    dy = np.ascontiguousarray(_check_dy_fast(dy, cache))
     xhat = cache.xhat
     if cache.axes != reduce_axes(xhat.ndim) or cache.param_axes != cache.axes:
         raise ValueError(
             f"this backward handles batch norm's axes {reduce_axes(xhat.ndim)} only; the cache has {cache.axes}"
         )
-    out = np.empty(xhat.shape, dtype=xhat.dtype) if out is None else _check_out(out, xhat)
-    return np.ascontiguousarray(dy), np.ascontiguousarray(xhat), out
+    if user_out is not None:
+        _refuse_partial_overlap(user_out, dy)
+    # float16 is computed in float32 (as `batchnorm.backward` does) and copied into the caller's out at the end.
+    work_out = user_out if user_out is not None and user_out.dtype == xhat.dtype else np.empty(xhat.shape, xhat.dtype)
+    return dy, np.ascontiguousarray(xhat), work_out
 
 
-def _check_sums(dy, dbeta, dgamma):
-    """One cheap test on the sums replaces a finiteness pass over dy: NaN and inf reach them."""
-    if not (np.isfinite(dbeta).all() and np.isfinite(dgamma).all()):
-        _explain_nonfinite(dy)
+def _finish(dy, cache, grads, out, in_place=False):
+    """(dx, dgamma, dbeta) in x's dtype, in `out` if given; grads=None (non-finite, or longdouble): the clear backward's."""
+    if grads is None or not (np.isfinite(grads[1]).all() and np.isfinite(grads[2]).all()):
+        check_finite(dy, "dy")
+        if in_place:
+            raise ValueError("dx overflowed in the fast pass, which already overwrote dy (out=dy); "
+                             "call again without out to get the scale-safe result")
+        dx, dgamma, dbeta = backward(dy, cache)  # rescales where needed; dy holds values of x's dtype
+    else:
+        dx, dgamma, dbeta = _in_caller_dtype(grads, cache)
+    if out is not None and out is not dx:
+        out[...] = dx
+        dx = out
+    return dx, dgamma, dbeta
 
 
 def _coefficients(dy, cache, dbeta, dgamma, ch):
     """Per-channel (a, b, c) of dx = a*dy + b*xhat + c, from gamma*inv_s and the two sums."""
-    _check_sums(dy, dbeta, dgamma)
     a = cache.gamma.reshape(ch) * cache.inv_s.reshape(ch)
-    return a, a * dgamma * -(1.0 / (cache.B - cache.ddof)), a * dbeta * -(1.0 / cache.B)
+    one = cache.xhat.dtype.type(1)  # 1/B in the array's precision (a Python float would round longdouble's)
+    return a, a * dgamma * -(one / (cache.B - cache.ddof)), a * dbeta * -(one / cache.B)
 
 
 def backward_blocked(dy, cache: Cache, out=None):
     """numpy only: same (dx, dgamma, dbeta) as `batchnorm.backward`, two cache-blocked passes, BLAS sums."""
+    user_out = out
     dy, xhat, out = _prepare(dy, cache, out)
     n, ch = xhat.shape[:2]
     by_row = xhat.ndim > 2
     dy2, xhat2, out2 = _rows(dy), _rows(xhat), _rows(out)
     blocks, step = _blocks(dy2)
     tmp = np.empty((step, dy2.shape[1]), dtype=dy2.dtype)
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow and NaN are reported by _check_sums
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # _finish checks the result
         dbeta, dgamma = _sums(dy2, xhat2, blocks, tmp, by_row)
-    if by_row:
-        dbeta, dgamma = dbeta.reshape(n, ch).sum(0), dgamma.reshape(n, ch).sum(0)
-    coef = _coefficients(dy, cache, dbeta, dgamma, ch)
-    if by_row:  # contiguous per-row coefficient tiles, one row per (n, c) pair
-        coef = tuple(np.tile(v, n)[:, None] for v in coef)
-    _apply(dy2, xhat2, coef, out2, blocks, tmp, by_row)
-    return out, dgamma, dbeta
-
-
-def _explain_nonfinite(dy):
-    """A NaN or inf sum comes from dy (check_finite names it) or else from overflow of the sums."""
-    check_finite(dy, "dy")
-    raise ValueError("the sums of dy and dy*xhat overflowed; scale dy down")
+        if by_row:
+            dbeta, dgamma = dbeta.reshape(n, ch).sum(0), dgamma.reshape(n, ch).sum(0)
+    if not (np.isfinite(dbeta).all() and np.isfinite(dgamma).all()):
+        return _finish(dy, cache, None, user_out)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # _finish checks the result
+        coef = _coefficients(dy, cache, dbeta, dgamma, ch)
+        if by_row:  # contiguous per-row coefficient tiles, one row per (n, c) pair
+            coef = tuple(np.tile(v, n)[:, None] for v in coef)
+        finite = _apply(dy2, xhat2, coef, out2, blocks, tmp, by_row)
+    return _finish(dy, cache, (out, dgamma, dbeta) if finite else None, user_out, in_place=np.shares_memory(out, dy))
 
 
 # Reassociation lets LLVM split each sum over SIMD lanes (a different but equally exact order);
@@ -338,17 +367,18 @@ def backward_fast(dy, cache: Cache, out=None, threads=1):
     float64 across chunks, so the result does not depend on the thread count beyond rounding.
     """
     threads = _check_threads(threads)
+    user_out = out
     dy, xhat, out = _prepare(dy, cache, out)
+    if xhat.dtype.type not in (np.float32, np.float64):
+        return _finish(dy, cache, None, user_out)
     ch = xhat.shape[1]
     dgamma, dbeta = np.empty(ch, xhat.dtype), np.empty(ch, xhat.dtype)
     nchw = xhat.ndim > 2
     serial, parallel = (_backward_rows_jit, _backward_rows_par) if nchw else (_backward_cols_jit, _backward_cols_par)
-    chk = _run(serial, parallel, threads, xhat.size, _rows(dy), _rows(xhat), cache.gamma.reshape(ch),
-               cache.inv_s.reshape(ch), 1.0 / (cache.B - cache.ddof), 1.0 / cache.B, _rows(out), dgamma, dbeta)
-    if not np.isfinite(chk):  # a NaN or inf in dy, or a sum or dx beyond the dtype
-        _check_sums(dy, dbeta, dgamma)
-        raise ValueError(f"dx overflows {xhat.dtype}: |dx| = |gamma*inv_s*(dy - ...)| is beyond its largest number; scale dy down")
-    return out, dgamma, dbeta
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # _finish checks the result
+        chk = _run(serial, parallel, threads, xhat.size, _rows(dy), _rows(xhat), cache.gamma.reshape(ch),
+                   cache.inv_s.reshape(ch), 1.0 / (cache.B - cache.ddof), 1.0 / cache.B, _rows(out), dgamma, dbeta)
+    return _finish(dy, cache, (out, dgamma, dbeta) if np.isfinite(chk) else None, user_out, in_place=np.shares_memory(out, dy))
 
 
 # The tuned forward. Pass 1 reads x once for sums shifted by one value of each channel (so an offset
@@ -356,6 +386,8 @@ def backward_fast(dy, cache: Cache, out=None, threads=1):
 # variance s2 - s1**2/B loses digits when the mean is far from the shift in units of the spread;
 # where it loses more than CANCEL_BITS of float64's 53, `forward_fast` falls back to `forward`.
 CANCEL_BITS = 20
+# With eps >= MIN_EPS, s >= 1e-15: squares that underflow in float64 (below 1e-308) cannot matter to s.
+MIN_EPS = 1e-30
 
 
 @njit(cache=True, fastmath=_FLAGS)
@@ -395,6 +427,8 @@ def _statistics(s1, s2, shift, B, ddof, eps, mu, var, s, inv_s):
         var[k] = m2 / (B - ddof)
         s[k] = np.sqrt(var[k] + mu.dtype.type(eps))
         inv_s[k] = one / s[k]
+        if not (np.isfinite(var[k]) and np.isfinite(s[k]) and inv_s[k] > 0):
+            return False  # beyond the dtype: forward's rescaled statistics say what fits
     return True
 
 
@@ -463,10 +497,15 @@ def _param(p, ch, dtype):
 
 
 def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
-    """Same (y, cache) as `batchnorm.forward` in two fused passes (numba); other dtypes, eps = 0 and refusals go to `forward`."""
+    """Same (y, cache) as `batchnorm.forward` in two fused passes (numba).
+
+    float16 and longdouble x, eps below MIN_EPS (eps = 0 needs forward's zero-variance check),
+    non-finite or refused input, statistics beyond the dtype and the rare channel whose shifted
+    variance cancels CANCEL_BITS bits go to `forward`, which computes them or names what is wrong.
+    """
     if (type(x) is not np.ndarray or x.dtype.type not in (np.float32, np.float64) or x.ndim < 2 or x.size == 0
-            or type(ddof) is not int or ddof not in (0, 1) or not isinstance(eps, float) or not eps > 0 or eps == np.inf):
-        return forward(x, gamma, beta, eps=eps, ddof=ddof)  # eps = 0 needs forward's zero-variance check
+            or type(ddof) is not int or ddof not in (0, 1) or not isinstance(eps, float) or not MIN_EPS <= eps < np.inf):
+        return forward(x, gamma, beta, eps=eps, ddof=ddof)
     ch = x.shape[1]
     gamma_c, beta_c = _param(gamma, ch, x.dtype), _param(beta, ch, x.dtype)
     if gamma_c is None or beta_c is None or x.size // ch < 2:  # forward refuses a batch of one value per channel
@@ -479,7 +518,11 @@ def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
                         mu.reshape(ch), var.reshape(ch), s.reshape(ch), inv_s.reshape(ch)):
         return forward(x, gamma, beta, eps=eps, ddof=ddof)  # refuses a NaN with its name, or computes exactly
     axes = reduce_axes(x.ndim)
-    return y, Cache(x, mu, xmu, var, s, inv_s, xhat, gamma_c.reshape(shape), eps, ddof, axes, axes, x.size // ch)
+    B = x.size // ch
+    # as `forward` decides it: are gamma and s near enough to 1 that a backward needs no rescaling?
+    g = np.abs(gamma_c)
+    in_range = _in_window([math.frexp(float(v))[1] for v in (g.min(), g.max(), s.min(), s.max())], x.dtype, B)
+    return y, Cache(x, mu, xmu, var, s, inv_s, xhat, gamma_c.reshape(shape), eps, ddof, axes, axes, B, in_range)
 
 
 __all__ = ["backward_blocked", "backward_fast", "forward_fast"]
