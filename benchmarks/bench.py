@@ -17,6 +17,12 @@ import os
 # numpy's BLAS on one thread, set before numpy loads it (threadpoolctl below enforces it again).
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+# numba compiles afresh for this run (and its generic child): kernels loaded from numba's on-disk cache
+# carry no machine code to inspect, and the run records which SIMD registers the kernels use.
+if "NUMBA_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-numba-")
 
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
