@@ -43,6 +43,12 @@ browser-test: $(BROWSER_STAMP)
 	bash scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest -n 0 tests/browser
 
+## wheel-test: build the wheel, install it into a fresh venv outside the checkout, grade a sample file with
+## bnbackprop-check there, check that a missing extra is named, then import every extra's module (a few minutes)
+.PHONY: wheel-test
+wheel-test: $(STAMP)
+	$(BIN)/python -m pytest -n 0 tests/wheel
+
 ## vendor: re-fetch the vendored MathJax and widget JavaScript from npm (versions in scripts/vendor.sh)
 vendor: $(STAMP)
 	bash scripts/vendor.sh

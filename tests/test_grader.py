@@ -16,6 +16,7 @@ from bnbackprop.grader.__main__ import main as check_main
 from bnbackprop.grader.bugs import BUGS
 from bnbackprop.grader import diagnose
 from bnbackprop.grader.cases import CASES
+from helpers import CS231N_SAMPLE
 
 
 # Readers' implementations, plain convention: (x, gamma, beta, dy, eps) -> (dx, dgamma, dbeta), 2-D only.
@@ -325,26 +326,6 @@ def test_reports_are_deterministic_and_render_as_html():
     assert "&lt;1e-12" in page  # escaped, not a broken tag
 
 
-CLI_FILE = '''
-import numpy as np
-
-def batchnorm_forward(x, gamma, beta, bn_param):
-    mu, var = x.mean(axis=0), x.var(axis=0)
-    xhat = (x - mu) / np.sqrt(var + bn_param["eps"])
-    return gamma * xhat + beta, (xhat, gamma, np.sqrt(var + bn_param["eps"]))
-
-def batchnorm_backward(dout, cache):
-    xhat, gamma, std = cache
-    g = dout * gamma
-    dx = (g - g.mean(axis=0) - xhat * (g * xhat).mean(axis=0)) / std
-    return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
-
-def batchnorm_backward_nogamma(dout, cache):
-    xhat, gamma, std = cache
-    dx = (dout - dout.mean(axis=0) - xhat * (dout * xhat).mean(axis=0)) / std
-    return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
-'''
-
 
 def run_check(*args):
     return subprocess.run([sys.executable, "-m", "bnbackprop.grader", *args], capture_output=True, text=True, timeout=120)
@@ -352,7 +333,7 @@ def run_check(*args):
 
 def test_command_line_exit_codes(tmp_path):
     path = tmp_path / "layers.py"
-    path.write_text(textwrap.dedent(CLI_FILE))
+    path.write_text(textwrap.dedent(CS231N_SAMPLE))
     ok = run_check(f"{path}:batchnorm_backward", "--forward", "batchnorm_forward")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "CORRECT" in ok.stdout
@@ -371,6 +352,6 @@ def test_command_line_exit_codes(tmp_path):
 ])
 def test_command_line_usage_errors_exit_2(tmp_path, capsys, argv, message):
     path = tmp_path / "layers.py"
-    path.write_text(textwrap.dedent(CLI_FILE))
+    path.write_text(textwrap.dedent(CS231N_SAMPLE))
     assert check_main([a.format(path=path, dir=tmp_path) for a in argv]) == 2
     assert message in capsys.readouterr().err

@@ -11,25 +11,12 @@ import pytest
 from bnbackprop.grader import diagnose
 from bnbackprop.grader.__main__ import main as cli_main
 from bnbackprop.grader.report import EXIT_CODES, JSON_FIELDS, SCHEMA, STATUSES
-from helpers import run_cli
+from helpers import CS231N_SAMPLE, run_cli
 
 
 # A tool that fits how people grade
 
-CS231N_FILE = '''
-import numpy as np
-
-def batchnorm_forward(x, gamma, beta, bn_param):
-    mu, var = x.mean(axis=0), x.var(axis=0)
-    xhat = (x - mu) / np.sqrt(var + bn_param["eps"])
-    return gamma * xhat + beta, (xhat, gamma, np.sqrt(var + bn_param["eps"]))
-
-def batchnorm_backward(dout, cache):
-    xhat, gamma, std = cache
-    g = dout * gamma
-    dx = (g - g.mean(axis=0) - xhat * (g * xhat).mean(axis=0)) / std
-    return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
-
+CS231N_FILE = CS231N_SAMPLE + '''
 def plain_backward(x, gamma, beta, dy, eps):
     xhat = (x - x.mean(0)) / np.sqrt(x.var(0) + eps)
     g = gamma * dy

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 import bnbackprop
+from helpers import ROOT
 
 PACKAGE = Path(bnbackprop.__file__).parent
 
@@ -56,3 +59,25 @@ def test_private_names_stay_in_their_package(path):
             continue
         owner = module if (PACKAGE.parent / Path(*module.split("."))).is_dir() else module.rpartition(".")[0]
         assert owner == here, f"{module_name(path)} imports the private {module}.{name}; make it public or keep it home"
+
+
+def layout_section() -> str:
+    """The README's Layout section, up to the next heading."""
+    readme = (ROOT / "README.md").read_text()
+    return readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_readme_layout_names_every_folder_and_module():
+    """Each top-level entry git tracks, and each module of the package, has its row; each row names something real."""
+    text = layout_section()
+    named = set(re.findall(r"`([^`]+)`", text))
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    top = {p.split("/")[0] + ("/" if "/" in p else "") for p in tracked} - {".gitignore", "README.md", "Makefile"}
+    assert sorted(top - named) == [], "top-level entries missing from the README's layout table"
+    modules = {p.stem if p.suffix else p.name + "/" for p in PACKAGE.iterdir()
+               if (p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").exists()}
+    assert sorted(modules - named) == [], "modules missing from the README's library table"
+    rows = [r for r in re.findall(r"^\| `([^`]+)`", text, re.M) if r not in ("module", "path")]
+    for row in rows:
+        where = ROOT / row if "/" in row or "." in row else PACKAGE / f"{row}.py"
+        assert where.exists() or (PACKAGE / row).exists(), f"README layout names {row}, which is not in the tree"
