@@ -91,30 +91,32 @@ def test_figure_draws_three_bar_groups_and_the_dx_ticks():
 
 
 def test_moving_each_control_recomputes():
-    w = decompose_explorer()
-    first_png, first = w.image.value, w.result
-    w.gamma.value = -2.0
-    np.testing.assert_allclose(w.result.dx, -2.0 / 1.5 * first.dx, rtol=1e-12)
+    w = decompose_explorer(static=False)
+    first_png, first = w.image.value, w.state
+    w.controls["gamma"].value = -2.0
+    np.testing.assert_allclose(w.state.dx, -2.0 / 1.5 * first.dx, rtol=1e-12)
     assert w.image.value != first_png
-    w.eps.value = 1.0
+    w.controls["eps"].value = 1.0
     x, dy = first.x, first.dy
-    np.testing.assert_allclose(w.result.dx, backward(dy[:, None], forward(x[:, None], [-2.0], [0.0], 1.0)[1])[0][:, 0])
-    w.x_text.value = "1, 2, 4, 8, 16, 32"
-    np.testing.assert_array_equal(w.result.x, [1, 2, 4, 8, 16, 32])
-    w.dy_text.value = "1, 1, 1, 1, 1, 1"
+    np.testing.assert_allclose(w.state.dx, backward(dy[:, None], forward(x[:, None], [-2.0], [0.0], 1.0)[1])[0][:, 0])
+    w.controls["x"].value = "1, 2, 4, 8, 16, 32"
+    np.testing.assert_array_equal(w.state.x, [1, 2, 4, 8, 16, 32])
+    w.controls["dy"].value = "1, 1, 1, 1, 1, 1"
     # A constant upstream gradient is removed entirely by the centering: dx = 0.
-    np.testing.assert_allclose(w.result.dx, 0.0, atol=1e-15)
-    assert w.message.value == ""
+    np.testing.assert_allclose(w.state.dx, 0.0, atol=1e-15)
+    assert "Cannot" not in w.message.value
 
 
 def test_bad_text_shows_a_message_and_keeps_the_last_figure():
-    w = decompose_explorer()
-    png, result = w.image.value, w.result
-    w.x_text.value = "1, two, 3, 4, 5, 6"
-    assert "could not read 'two' (item 2)" in w.message.value
-    assert w.image.value == png and w.result is result
-    w.x_text.value = "1, 2, 3, 4, 5, 6"
-    assert w.message.value == ""
+    w = decompose_explorer(static=False)
+    png, result = w.image.value, w.state
+    w.controls["x"].value = "1, two, <3>, 4, 5, 6"
+    assert "could not read &#x27;two&#x27; (item 2)" in w.message.value
+    assert w.image.value == png and w.state is result
+    w.controls["x"].value = "1, <3>, 3, 4, 5, 6"
+    assert "&lt;3&gt;" in w.message.value and "<3>" not in w.message.value  # escaped: text, not a tag
+    w.controls["x"].value = "1, 2, 3, 4, 5, 6"
+    assert "Cannot" not in w.message.value
     assert w.image.value != png
 
 
@@ -124,6 +126,6 @@ def test_parse_values_refuses_what_is_not_text():
 
 
 def test_values_given_as_lists_appear_in_the_text_fields():
-    w = decompose_explorer(x=[1.0, 2.0, 4.0], dy=[0.5, -0.5, 1.0])
-    assert w.x_text.value == "1, 2, 4"
-    assert w.dy_text.value == "0.5, -0.5, 1"
+    w = decompose_explorer(x=[1.0, 2.0, 4.0], dy=[0.5, -0.5, 1.0], batch=None, static=False)
+    assert w.controls["x"].value == "1, 2, 4"
+    assert w.controls["dy"].value == "0.5, -0.5, 1"

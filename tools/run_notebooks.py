@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,9 @@ def notebooks(root: Path) -> list[Path]:
 def run_notebook(path: Path, timeout: int = 600) -> None:
     """Execute one notebook in a fresh kernel, without timing metadata, keeping widget state."""
     nb = nbformat.read(path, as_version=4)
+    # The stored widget state is what the HTML book shows without a kernel: explorers draw every
+    # figure of their grid in advance (bnbackprop.widgets.base). The kernel inherits this variable.
+    os.environ["BNBACKPROP_STATIC_WIDGETS"] = "1"
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                             store_widget_state=True, resources={"metadata": {"path": str(path.parent)}})
     client.execute()

@@ -6,6 +6,7 @@ These tests run only from `make browser-test` (pyproject's norecursedirs keeps t
 from __future__ import annotations
 
 import functools
+import gzip
 import os
 import shutil
 import threading
@@ -63,7 +64,26 @@ def site() -> Path:
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
-    """Serve files without logging every request to stderr."""
+    """Serve files as a static host does (GitHub Pages, nginx): text gzipped when the browser asks, no log."""
+
+    COMPRESS = {".html", ".js", ".css", ".json", ".svg", ".txt", ".ipynb", ".map"}
+    cache: dict = {}
+
+    def do_GET(self):  # noqa: N802 (the base class's name)
+        path = Path(self.translate_path(self.path))
+        if path.is_file() and path.suffix in self.COMPRESS and "gzip" in self.headers.get("Accept-Encoding", ""):
+            key = (path, path.stat().st_mtime)
+            if key not in self.cache:
+                self.cache[key] = gzip.compress(path.read_bytes(), compresslevel=6)
+            body = self.cache[key]
+            self.send_response(200)
+            self.send_header("Content-Type", self.guess_type(str(path)))
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        super().do_GET()
 
     def log_message(self, format, *args):  # noqa: A002 (the base class's name)
         pass

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
 
 from tools import toc
+from tools.repository import repository_url
+
+LAUNCH_HOSTS = ("mybinder.org", "colab.research.google.com", "hub.2i2c.cloud")
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = toc.toc_files(ROOT)
@@ -171,9 +173,9 @@ def test_no_cdn_in_built_html(site):
 
 
 def test_reader_features(browser, base_url, site):
-    """Search finds a word; numbered chapters; download and launch buttons made from the repository URL."""
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    repo = config["repository"]["url"].removeprefix("https://github.com/")
+    """Search finds a word; numbered chapters; .ipynb downloads; launch buttons made from the repository URL, if any."""
+    url = repository_url(ROOT)
+    repo = (url or "").removeprefix("https://github.com/")
     context = browser.new_context()
     page = context.new_page()
     page.set_default_timeout(LOAD_TIMEOUT)
@@ -196,6 +198,9 @@ def test_reader_features(browser, base_url, site):
             ipynb = [h for h in hrefs if h.endswith(f"{name.split('/')[-1]}.ipynb") and h.startswith(base_url)]
             assert ipynb, f"{name}: no .ipynb download link"
             assert page.request.get(ipynb[0]).ok, f"{name}: the .ipynb download is broken"
+            if url is None:  # no repository URL: no launch button at all (test_launch.py checks every page)
+                assert not [h for h in hrefs if any(host in h for host in LAUNCH_HOSTS)], f"{name}: a launch link"
+                continue
             for needle in (f"mybinder.org/v2/gh/{repo}/", f"/hub/user-redirect/git-pull?repo=https%3A//github.com/{repo}",
                            f"colab.research.google.com/github/{repo}/"):
                 assert any(needle in h and f"{name}.ipynb" in h for h in hrefs), f"{name}: no launch link with {needle}"

@@ -1,7 +1,8 @@
 """Chapter 4's widget: dx split into its three parts, g, -mean(g) and -xhat*mean(g*xhat), all over s.
 
 `decompose` is the pure computation, `decompose_figure` draws it, and `DecomposeExplorer` puts
-text fields and sliders on top. The batch is one channel of B values that the reader types.
+text fields and sliders on top (`bnbackprop.widgets.base`). The batch is one channel of B values
+that the reader types, or one of PRESETS on a static page.
 """
 
 from __future__ import annotations
@@ -14,10 +15,18 @@ import numpy as np
 
 from .._validate import check_finite
 from ..batchnorm import backward, forward
-from ._common import figure_png, parse_values
+from ._common import parse_values
+from .base import STYLE, Explorer, Grid
 
 DEFAULT_X = "4.0, 7.5, 5.0, 9.0, 6.5, 3.0"
 DEFAULT_DY = "0.8, 1.2, -0.6, 1.5, -1.0, -0.4"
+# The batches a static page offers in place of typed text: each shows one thing the chapter says.
+PRESETS = {
+    "default": (DEFAULT_X, DEFAULT_DY),
+    "constant dy": (DEFAULT_X, "0.7, 0.7, 0.7, 0.7, 0.7, 0.7"),  # dx = 0: the centering removes it
+    "dy = x": (DEFAULT_X, DEFAULT_X),  # in the span of 1 and xhat: dx = 0 at eps = 0, not at large eps
+    "one large dy": (DEFAULT_X, "0, 0, 0, 3, 0, 0"),
+}
 PART_LABELS = (r"$g/s$", r"$-\mathrm{mean}(g)/s$", r"$-\hat{x}\,\mathrm{mean}(g\hat{x})/s$")
 PART_COLORS = ("tab:blue", "tab:orange", "tab:green")
 
@@ -89,36 +98,54 @@ def decompose_figure(d: Decomposition, ax=None):
     return fig
 
 
-class DecomposeExplorer(widgets.VBox):
-    """Text fields for x and dy, sliders for gamma and eps; the figure redraws when any of them moves."""
+class DecomposeExplorer(Explorer):
+    """The batch and dy (text, live only; presets on a static page), gamma and eps; the figure splits dx."""
 
-    def __init__(self, x=DEFAULT_X, dy=DEFAULT_DY, gamma=1.5, eps=1e-5):
-        self.result = decompose(x, dy, gamma, eps)  # bad initial values raise here, before any widget exists
-        style = {"description_width": "110px"}
-        layout = widgets.Layout(width="520px")
+    GRID = {"batch": Grid("x and dy", tuple(PRESETS), dropdown=True),
+            "gamma": Grid("gamma", (-1.0, 0.5, 1.5), fmt="{:g}"),
+            "eps": Grid("eps", (1e-5, 1e-2, 1e-1, 1.0), fmt="{:.0e}")}
+    NOTE = ", where you can type your own x and dy and move gamma and eps finely"
+
+    def compute(self, batch, x, dy, gamma, eps):
+        """The decomposition for this setting: a preset batch, or typed x and dy when batch is None."""
+        if batch is not None:
+            if batch not in PRESETS:
+                raise ValueError(f"batch must be one of {', '.join(PRESETS)} or None; got {batch!r}")
+            x, dy = PRESETS[batch]
+        return decompose(x, dy, gamma, eps)
+
+    def figure(self, state):
+        """The three bar groups and backward's dx."""
+        return decompose_figure(state)
+
+    def describe(self, state):
+        """Alt text for the figure of `state`."""
+        biggest = int(np.argmax(np.abs(state.dx)))
+        return (f"Grouped bars for {state.x.size} samples with gamma = {state.gamma:g} and eps = {state.eps:.0e}: "
+                f"the parts g/s, -mean(g)/s and -xhat mean(g xhat)/s of dL/dx for each sample, with black ticks "
+                f"at dL/dx from backward, which sit at the sum of the bars. The largest |dL/dx| is "
+                f"{abs(state.dx[biggest]):.2g}, at x_{biggest + 1}.")
+
+    def live_controls(self):
+        """Text fields for x and dy, sliders for gamma and eps."""
+        s = self.setting
+        x, dy = PRESETS[s["batch"]] if s["batch"] is not None else (s["x"], s["dy"])
+        text = dict(style=STYLE, layout=widgets.Layout(width="520px"), continuous_update=False)
         # Redraw on Enter or release, not on every keystroke: a half-typed list is not an error.
-        text = dict(style=style, layout=layout, continuous_update=False)
-        self.x_text = widgets.Text(value=_text(x), description="x values", **text)
-        self.dy_text = widgets.Text(value=_text(dy), description="dy values", **text)
-        self.gamma = widgets.FloatSlider(value=gamma, min=-3.0, max=3.0, step=0.1, description="gamma",
-                                         style=style, continuous_update=False)
-        self.eps = widgets.FloatLogSlider(value=eps, base=10, min=-8, max=1, step=0.5, description="eps",
-                                          readout_format=".0e", style=style, continuous_update=False)
-        self.message = widgets.HTML(value="")
-        self.image = widgets.Image(format="png", value=figure_png(decompose_figure(self.result)))
-        for control in (self.x_text, self.dy_text, self.gamma, self.eps):
-            control.observe(self._update, names="value")
-        super().__init__([self.x_text, self.dy_text, self.gamma, self.eps, self.message, self.image])
+        return {"x": widgets.Text(value=_text(x), description="x values", **text),
+                "dy": widgets.Text(value=_text(dy), description="dy values", **text),
+                "gamma": widgets.FloatSlider(value=s["gamma"], min=-3.0, max=3.0, step=0.1, description="gamma",
+                                             style=STYLE, continuous_update=False),
+                "eps": widgets.FloatLogSlider(value=s["eps"], base=10, min=-8, max=1, step=0.5, description="eps",
+                                              readout_format=".0e", style=STYLE, continuous_update=False)}
 
-    def _update(self, _change=None):
-        """Recompute; on bad input keep the last good figure and say what is wrong."""
-        try:
-            result = decompose(self.x_text.value, self.dy_text.value, self.gamma.value, self.eps.value)
-        except ValueError as err:
-            self.message.value = f"<span style='color:#b00'>{_escape(str(err))}</span>"
-            return
-        self.result, self.message.value = result, ""
-        self.image.value = figure_png(decompose_figure(result))
+    def current(self):
+        """The live controls' values; typed text replaces the preset batch."""
+        return super().current() | {"batch": None}
+
+    def layout(self, controls):
+        """One control per line: the text fields are wide."""
+        return widgets.VBox(controls)
 
 
 def _text(v) -> str:
@@ -126,14 +153,13 @@ def _text(v) -> str:
     return v if isinstance(v, str) else ", ".join(f"{float(a):g}" for a in v)
 
 
-def _escape(text: str) -> str:
-    """Keep a message's < and & from being read as HTML."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def decompose_explorer(x=DEFAULT_X, dy=DEFAULT_DY, gamma=1.5, eps=1e-5, batch="default",
+                       static: bool | None = None) -> DecomposeExplorer:
+    """Edit the batch and dy, move gamma and eps, watch the three parts of dx (static: see `.base`).
 
-
-def decompose_explorer(x=DEFAULT_X, dy=DEFAULT_DY, gamma=1.5, eps=1e-5) -> DecomposeExplorer:
-    """The interactive widget: edit the batch and dy, move gamma and eps, watch the three parts of dx."""
-    return DecomposeExplorer(x, dy, gamma, eps)
+    batch names one of PRESETS; batch=None takes x and dy as given.
+    """
+    return DecomposeExplorer(dict(batch=batch, x=x, dy=dy, gamma=gamma, eps=eps), static)
 
 
 __all__ = [
@@ -141,6 +167,7 @@ __all__ = [
     "DEFAULT_X",
     "PART_COLORS",
     "PART_LABELS",
+    "PRESETS",
     "DecomposeExplorer",
     "Decomposition",
     "decompose",

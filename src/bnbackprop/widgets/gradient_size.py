@@ -7,18 +7,20 @@ standardized (mean 0, mean square 1) and w = rho * z + sqrt(1 - rho^2) * w_perp.
 
 exactly: the mean of dy and (at eps = 0) its part along xhat are projected out, and what is left
 is divided by s = sqrt(var + eps). `gradient_size` computes dx with `bnbackprop.backward` and the
-closed form side by side; `draw_gradient_size` plots them; `gradient_size_explorer` adds sliders.
+closed form side by side; `draw_gradient_size` plots them; `gradient_size_explorer` adds sliders
+(`bnbackprop.widgets.base`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 
 from ..batchnorm import backward, normalize_forward
-from ._common import figure_png
+from .base import STYLE, Explorer, Grid
 
 DEFAULTS = dict(var=1.0, dy_spread=1.0, rho=0.0, dy_mean=0.0, eps=1e-5, gamma=1.0)
 
@@ -32,6 +34,7 @@ class GradientSize:
     dx: np.ndarray
     rms_dx: float
     predicted: float
+    setting: dict  # the keyword arguments of gradient_size that gave this result
 
 
 def _standardized_pair(B: int, seed: int):
@@ -77,7 +80,9 @@ def gradient_size(var=1.0, dy_spread=1.0, rho=0.0, dy_mean=0.0, eps=1e-5, gamma=
     _, cache = normalize_forward(x, one, np.zeros((1, 1)), (0,), eps, 0)
     dx = backward(dy, cache)[0]
     rms = float(np.sqrt(np.mean(dx * dx)))
-    return GradientSize(x.ravel(), dy.ravel(), dx.ravel(), rms, float(predicted_rms(var, dy_spread, rho, eps, gamma)))
+    setting = dict(var=var, dy_spread=dy_spread, rho=rho, dy_mean=dy_mean, eps=eps, gamma=gamma, B=B, seed=seed)
+    return GradientSize(x.ravel(), dy.ravel(), dx.ravel(), rms, float(predicted_rms(var, dy_spread, rho, eps, gamma)),
+                        setting)
 
 
 def draw_gradient_size(var=1.0, dy_spread=1.0, rho=0.0, dy_mean=0.0, eps=1e-5, gamma=1.0, B=32, seed=0):
@@ -104,44 +109,53 @@ def draw_gradient_size(var=1.0, dy_spread=1.0, rho=0.0, dy_mean=0.0, eps=1e-5, g
     return fig
 
 
-class GradientSizeExplorer:
-    """Sliders for var, dy's spread, mean and alignment, and eps; an Image shows the figure."""
+class GradientSizeExplorer(Explorer):
+    """Sliders for var, dy's spread, mean and alignment, and eps; the figure shows rms(dx) against var."""
 
-    def __init__(self, **setting):
-        import ipywidgets as w
+    GRID = {"var": Grid("var", (1e-8, 1e-5, 1e-2, 10.0, 1e4), fmt="{:.0e}"),
+            "rho": Grid("rho(dy, x)", (0.0, 0.6, 1.0), fmt="{:g}"),
+            "eps": Grid("eps", (1e-5, 1e-2), fmt="{:.0e}")}
+    NOTE = ", where dy's spread and mean move too and every slider moves finely"
 
-        s = {**DEFAULTS, **setting}
-        self.controls = {
-            "var": w.FloatLogSlider(value=s["var"], base=10, min=-8, max=4, description="var"),
-            "dy_spread": w.FloatSlider(value=s["dy_spread"], min=0, max=3, step=0.1, description="dy spread"),
-            "rho": w.FloatSlider(value=s["rho"], min=-1, max=1, step=0.05, description="rho(dy, x)"),
-            "dy_mean": w.FloatSlider(value=s["dy_mean"], min=-3, max=3, step=0.1, description="dy mean"),
-            "eps": w.FloatLogSlider(value=s["eps"], base=10, min=-8, max=0, description="eps"),
-        }
-        self.gamma = s["gamma"]
-        self.image = w.Image(format="png")
-        self.readout = w.HTML()
-        self.box = w.VBox([w.HBox([w.VBox(list(self.controls.values())[:3]), w.VBox(list(self.controls.values())[3:])]),
-                           self.readout, self.image])
-        for control in self.controls.values():
-            control.observe(self.update, names="value")
-        self.update()
+    def compute(self, **setting):
+        """The gradient size for this setting."""
+        return gradient_size(**setting)
 
-    def setting(self) -> dict:
-        """The current slider values as keyword arguments of `gradient_size`."""
-        return {k: c.value for k, c in self.controls.items()} | {"gamma": self.gamma}
+    def figure(self, state):
+        """rms(dx) against var (left) and this setting's dy and dx (right)."""
+        return draw_gradient_size(**state.setting)
 
-    def update(self, change=None) -> None:
-        """Recompute and redraw from the current slider values."""
-        self.result = gradient_size(**self.setting())
-        self.readout.value = (f"rms(dx) = {self.result.rms_dx:.4g} (closed form {self.result.predicted:.4g}); "
-                              f"rms(dy) = {np.sqrt(np.mean(self.result.dy ** 2)):.4g}")
-        self.image.value = figure_png(draw_gradient_size(**self.setting()), dpi=80)
+    def describe(self, state):
+        """Alt text for the figure of `state`."""
+        s = state.setting
+        return (f"Left: log-log plot of rms(dx) against the variance, from 1e-8 to 1e4, for dy spread "
+                f"{s['dy_spread']:g}, rho = {s['rho']:g} and eps = {s['eps']:.0e}: measured points on the closed-form "
+                f"curve, which falls as one over the standard deviation and is capped below var = eps; a star marks "
+                f"var = {s['var']:.0e}. Right: dy and dx of the {state.x.size} samples against x; "
+                f"rms(dx) = {state.rms_dx:.3g}.")
+
+    def summary(self, state):
+        """Measured and closed-form rms(dx), and rms(dy)."""
+        return (f"rms(dx) = {state.rms_dx:.4g} (closed form {state.predicted:.4g}); "
+                f"rms(dy) = {np.sqrt(np.mean(state.dy ** 2)):.4g}")
+
+    def live_controls(self):
+        """One slider per setting but gamma."""
+        s, w = self.setting, widgets
+        return {"var": w.FloatLogSlider(value=s["var"], base=10, min=-8, max=4, description="var", style=STYLE),
+                "dy_spread": w.FloatSlider(value=s["dy_spread"], min=0, max=3, step=0.1, description="dy spread", style=STYLE),
+                "rho": w.FloatSlider(value=s["rho"], min=-1, max=1, step=0.05, description="rho(dy, x)", style=STYLE),
+                "dy_mean": w.FloatSlider(value=s["dy_mean"], min=-3, max=3, step=0.1, description="dy mean", style=STYLE),
+                "eps": w.FloatLogSlider(value=s["eps"], base=10, min=-8, max=0, description="eps", style=STYLE)}
+
+    def layout(self, controls):
+        """Two columns of sliders."""
+        return widgets.HBox([widgets.VBox(controls[:3]), widgets.VBox(controls[3:])])
 
 
-def gradient_size_explorer(**setting) -> GradientSizeExplorer:
-    """Build the interactive explorer; show it with `explorer.box`."""
-    return GradientSizeExplorer(**setting)
+def gradient_size_explorer(static: bool | None = None, **setting) -> GradientSizeExplorer:
+    """The interactive explorer for a notebook cell (static: see `bnbackprop.widgets.base`)."""
+    return GradientSizeExplorer(DEFAULTS | dict(B=32, seed=0) | setting, static)
 
 
 __all__ = ["GradientSize", "GradientSizeExplorer", "draw_gradient_size", "gradient_size", "gradient_size_explorer", "predicted_rms"]

@@ -1,12 +1,11 @@
 """The triangle explorer: the two paths from x to xmu, what each sends back, and their sum.
 
 `triangle_state` computes (pure, tested), `triangle_figure` draws, `triangle_explorer` puts
-ipywidgets controls on top: the figure is re-rendered into an `ipywidgets.Image` on every change.
+ipywidgets controls on top (`bnbackprop.widgets.base`: live in a kernel, precomputed on a static page).
 """
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 
 import ipywidgets as widgets
@@ -15,11 +14,12 @@ import numpy as np
 
 from .. import engine
 from ..draw import draw_jacobian
-from ._common import figure_png
 from ._common import parse_values as parse_numbers
+from .base import STYLE, Explorer, Grid
 
-KINDS = ("constant", "random", "one-hot", "hand-set")
-B_MIN, B_MAX = 2, 8
+PRESET_KINDS = ("constant", "random", "one-hot", "ramp", "alternating")
+KINDS = (*PRESET_KINDS, "hand-set")
+B_MIN, B_MAX = 2, 10
 DIRECT, VIA_MU, TOTAL = "tab:blue", "tab:orange", "tab:green"
 
 
@@ -54,7 +54,8 @@ def check_choice(B, kind) -> None:
 
 
 def upstream(B: int, kind: str, values: str = "", seed: int = 0) -> np.ndarray:
-    """The upstream gradient g of one kind: constant ones, seeded normal, one-hot at 0, or hand-set."""
+    """The upstream gradient g of one kind: constant ones, seeded normal, one-hot at 0, the ramp 1..B,
+    alternating +1/-1, or hand-set from `values`."""
     check_choice(B, kind)
     if kind == "constant":
         return np.ones(B)
@@ -62,6 +63,10 @@ def upstream(B: int, kind: str, values: str = "", seed: int = 0) -> np.ndarray:
         return np.random.default_rng(seed).standard_normal(B)
     if kind == "one-hot":
         return np.eye(B)[0]
+    if kind == "ramp":
+        return np.arange(1.0, B + 1)
+    if kind == "alternating":
+        return (-1.0) ** np.arange(B)
     return parse_values(values, B)
 
 
@@ -101,11 +106,6 @@ def triangle_figure(state: TriangleState):
     return fig
 
 
-def triangle_png(state: TriangleState) -> bytes:
-    """The figure for `state` as PNG bytes."""
-    return figure_png(triangle_figure(state))
-
-
 def summary_html(state: TriangleState) -> str:
     """One line of numbers under the controls."""
     fmt = ", ".join
@@ -116,51 +116,68 @@ def summary_html(state: TriangleState) -> str:
             f"g - mean(g) = [{fmt(f'{v:.2f}' for v in state.total)}] &nbsp; sum = {shown}")
 
 
-class TriangleExplorer(widgets.VBox):
-    """Controls (B, upstream g, hand-set values), a message line and the figure as a PNG image."""
+class TriangleExplorer(Explorer):
+    """B, the kind of upstream g and (live only) hand-set values; the figure shows each path's share of dx."""
 
-    def __init__(self, B: int = 4, kind: str = "random", values: str = "1, 0, -2, 0.5", seed: int = 0):
-        self.seed = seed
-        self.slider = widgets.IntSlider(value=B, min=B_MIN, max=B_MAX, description="B")
-        self.kind = widgets.Dropdown(options=KINDS, value=kind, description="upstream g")
-        self.values = widgets.Text(value=values, description="values", placeholder="e.g. 1, 0, -2, 0.5")
-        self.message = widgets.HTML()
-        self.image = widgets.Image(format="png")
-        self.state = None
-        for control in (self.slider, self.kind, self.values):
-            control.observe(self.refresh, names="value")
-        super().__init__([widgets.HBox([self.slider, self.kind, self.values]), self.message, self.image])
-        self.refresh()
+    GRID = {"B": Grid("B", tuple(range(B_MIN, B_MAX + 1))),
+            "kind": Grid("upstream g", PRESET_KINDS, dropdown=True)}
+    NOTE = ", where you can also type your own g"
 
-    def refresh(self, _change=None) -> None:
-        """Recompute and redraw; bad hand-set text shows a message and keeps the last figure."""
-        try:
-            state = triangle_state(self.slider.value, self.kind.value, self.values.value, self.seed)
-        except ValueError as err:
-            self.message.value = f'<span style="color:#b00020"><b>Cannot use these values:</b> {html.escape(str(err))}</span>'
-            return
-        self.state = state
-        self.message.value = summary_html(state)
-        self.image.value = triangle_png(state)
+    def compute(self, B, kind, values, seed):
+        """The triangle's state for this setting."""
+        return triangle_state(B, kind, values, seed)
+
+    def figure(self, state):
+        """The bars and the heatmap."""
+        return triangle_figure(state)
+
+    def describe(self, state):
+        """Alt text for the figure of `state`."""
+        return describe(state)
+
+    def summary(self, state):
+        """The numbers of g and of the sum."""
+        return summary_html(state)
+
+    def live_controls(self):
+        """A B slider, the kind of g, and a text field for hand-set values."""
+        s = self.setting
+        return {"B": widgets.IntSlider(value=s["B"], min=B_MIN, max=B_MAX, description="B", style=STYLE),
+                "kind": widgets.Dropdown(options=KINDS, value=s["kind"], description="upstream g", style=STYLE),
+                "values": widgets.Text(value=s["values"], description="hand-set values", style=STYLE,
+                                       placeholder="e.g. 1, 0, -2, 0.5", continuous_update=False)}
 
 
-def triangle_explorer(B: int = 4, kind: str = "random", values: str = "1, 0, -2, 0.5", seed: int = 0):
-    """The interactive triangle explorer for a notebook cell."""
+def describe(state: TriangleState) -> str:
+    """What the triangle figure shows, in words (its alt text)."""
+    vanish = "all zero" if np.allclose(state.total, 0, atol=1e-12) else "not all zero"
+    return (f"Left: for B = {state.B} and a {state.kind} upstream gradient g, three bars per index of x: "
+            f"the direct path sends g, the path through mu sends -mean(g) = {-state.g.mean():.2f} to every entry, "
+            f"and their sum g - mean(g) is {vanish}. Right: heatmap of the {state.B} by {state.B} "
+            f"Jacobian I - 11^T/B, 1 - 1/B on the diagonal and -1/B elsewhere.")
+
+
+def triangle_explorer(B: int = 4, kind: str = "random", values: str = "1, 0, -2, 0.5", seed: int = 0,
+                      static: bool | None = None) -> TriangleExplorer:
+    """The triangle explorer for a notebook cell (static: see `bnbackprop.widgets.base`)."""
     check_choice(B, kind)
-    return TriangleExplorer(B, kind, values, seed)
+    return TriangleExplorer(dict(B=B, kind=kind, values=values, seed=seed), static)
 
 
 __all__ = [
+    "B_MAX",
+    "B_MIN",
     "KINDS",
+    "PRESET_KINDS",
     "TriangleExplorer",
     "TriangleState",
     "check_choice",
+    "describe",
     "parse_values",
     "summary_html",
     "triangle_explorer",
     "triangle_figure",
     "triangle_graph",
-    "triangle_png",
     "triangle_state",
     "upstream",
 ]
