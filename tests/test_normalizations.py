@@ -19,6 +19,8 @@ from bnbackprop.normalizations import (
     instance_norm,
     layer_norm,
     normalize,
+    rms_norm,
+    rms_norm_backward,
     statistic_members,
 )
 from bnbackprop.reference import normalize_plain
@@ -182,3 +184,89 @@ def test_figure_draws_four_boxes():
     matplotlib.use("Agg")
     fig = draw_normalization_axes()
     assert len(fig.axes) == 4 and "16 values per statistic" in fig.axes[0].get_title()
+
+
+# RMSNorm: the same checks as the other normalizations, plus what changes without the centering.
+
+def rms_plain(x, gamma, eps):
+    """RMSNorm from the definition, in autograd.numpy."""
+    return gamma * x / anp.sqrt(anp.mean(x * x, axis=-1, keepdims=True) + eps)
+
+
+RMS_SHAPES = [(2, 5), (7, 3), (3, 4, 6), (2, 3, 2, 5)]
+
+
+def rms_data(shape, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.1, 10) * rng.standard_normal(shape) + rng.normal(size=shape[-1])  # non-zero means
+    gamma = rng.uniform(0.5, 2.0, shape[-1]) * rng.choice([-1.0, 1.0], shape[-1])
+    return x, gamma, rng.standard_normal(shape)
+
+
+@pytest.mark.parametrize("shape", RMS_SHAPES)
+@pytest.mark.parametrize("eps", [0.0, 1e-5, 0.3])
+def test_rms_norm_forward_and_backward_match_definition_autograd_and_differences(shape, eps):
+    for seed in range(5):
+        x, gamma, dy = rms_data(shape, seed)
+        y, cache = rms_norm(x, gamma, eps)
+        np.testing.assert_allclose(y, rms_plain(x, gamma, eps), rtol=1e-13, atol=1e-13)
+        dx, dgamma = rms_norm_backward(dy, cache)
+        loss = lambda x_, g_: anp.sum(rms_plain(x_, g_, eps) * dy)  # noqa: E731
+        assert rel_error(dx, grad(loss, 0)(x, gamma)) < 1e-11
+        assert rel_error(dgamma, grad(loss, 1)(x, gamma)) < 1e-11
+        assert rel_error(dx, numerical_gradient(lambda v: loss(v, gamma), x)) < 1e-6
+
+
+@pytest.mark.parametrize("shape", RMS_SHAPES)
+def test_rms_norm_gradient_is_orthogonal_to_xhat_only_at_eps_0_and_does_not_sum_to_zero(shape):
+    for seed in range(5):
+        x, gamma, dy = rms_data(shape, seed)
+        for eps in (0.0, 1e-3, 2.0):
+            _, c = rms_norm(x, gamma, eps)
+            dx = rms_norm_backward(dy, c)[0]
+            g = gamma * dy
+            # sum(dx * xhat) = sum(g * xhat) / s * eps / (mean(x^2) + eps): zero exactly when eps = 0
+            ms = (x * x).mean(axis=-1, keepdims=True)
+            want = (g * c.xhat).sum(axis=-1, keepdims=True) * c.inv_s * eps / (ms + eps)
+            scale = np.abs(g * c.inv_s).sum(axis=-1, keepdims=True)
+            got = (dx * c.xhat).sum(axis=-1, keepdims=True)
+            assert np.all(np.abs(got - want) <= 1e-9 * np.abs(want) + 1e-12 * scale)
+            # No centering: unlike batch and layer norm, dx does not sum to zero over the row.
+            assert np.max(np.abs(dx.sum(axis=-1)) / scale[..., 0]) > 1e-3
+
+
+def test_rms_norm_scaling_the_input_is_scaling_eps():
+    for seed, shape in enumerate(RMS_SHAPES):
+        x, gamma, dy = rms_data(shape, seed)
+        for a in (1e-3, 0.5, 7.0, 1e3):
+            for eps in (0.0, 1e-5, 0.1):
+                ya, ca = rms_norm(a * x, gamma, eps)
+                y1, c1 = rms_norm(x, gamma, eps / a**2)
+                np.testing.assert_allclose(ya, y1, rtol=1e-12, atol=1e-13)
+                np.testing.assert_allclose(rms_norm_backward(dy, ca)[0], rms_norm_backward(dy, c1)[0] / a, rtol=1e-10)
+
+
+def test_rms_norm_of_a_centered_row_is_layer_norm():
+    rng = np.random.default_rng(9)
+    x, dy = 3 * rng.standard_normal((6, 8)) + 2, rng.standard_normal((6, 8))
+    gamma = rng.uniform(0.5, 2, 8)
+    xc = x - x.mean(axis=1, keepdims=True)
+    y_rms, c_rms = rms_norm(xc, gamma, 1e-5)
+    y_ln, c_ln = layer_norm(x, gamma, np.zeros(8), 1e-5)
+    np.testing.assert_allclose(y_rms, y_ln, rtol=1e-12, atol=1e-13)
+    # The gradients differ: layer norm's also flows through the mean; centering rms_norm's dx gives it.
+    dx_rms = rms_norm_backward(dy, c_rms)[0]
+    np.testing.assert_allclose(dx_rms - dx_rms.mean(axis=1, keepdims=True), backward(dy, c_ln)[0], rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: rms_norm(np.ones((3, 4)), np.ones(3)), "gamma has shape"),
+    (lambda: rms_norm(np.ones(4), np.ones(4)), "x has shape"),
+    (lambda: rms_norm(np.zeros((2, 4)), np.ones(4), eps=0.0), "mean square is 0"),
+    (lambda: rms_norm(np.ones((2, 4)), np.ones(4), eps=-1.0), "eps must be"),
+    (lambda: rms_norm_backward(np.ones((2, 3)), rms_norm(np.ones((2, 4)), np.ones(4))[1]), "dy has shape"),
+    (lambda: rms_norm_backward(np.ones((2, 4)), None), "RMSCache"),
+])
+def test_rms_norm_bad_input_gets_a_clear_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

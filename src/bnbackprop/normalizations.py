@@ -1,9 +1,11 @@
-"""One derivation, many normalizations: batch, layer, instance and group norm as choices of axes.
+"""One derivation, many normalizations: batch, layer, instance and group norm as choices of axes, and RMSNorm.
 
 `normalize` standardizes `x` over any set of `axes` and applies `gamma`, `beta`, which vary along
 the axes not in `param_axes`. It builds on `batchnorm.normalize_unchecked`, and its backward is
 `batchnorm.backward`, the compact formula with B = the number of values in one statistic.
 GroupNorm first views (N, C, ...) as (N, G, C//G, ...), so a cache remembers the caller's shapes.
+`rms_norm` divides by the root mean square without subtracting a mean: its backward is the same
+formula without the centering term.
 """
 
 from __future__ import annotations
@@ -144,8 +146,50 @@ def statistic_members(cache: NormCache, index) -> np.ndarray:
     return mask.reshape(cache.x_shape)
 
 
+@dataclass(frozen=True)
+class RMSCache:
+    """What rms_norm keeps for the backward: no mean is taken, so there is no centering."""
+
+    x: np.ndarray
+    s: np.ndarray  # sqrt(mean(x^2) + eps) over the last axis, kept as a trailing axis of size 1
+    inv_s: np.ndarray
+    xhat: np.ndarray
+    gamma: np.ndarray
+    eps: float
+
+
+def rms_norm(x, gamma, eps=1e-5):
+    """RMSNorm over the last axis: y = gamma * x / sqrt(mean(x^2) + eps), gamma of shape (D,), no beta."""
+    x = check_input(x)
+    eps = check_eps(eps)
+    gamma = _check_norm_param(gamma, "gamma", (x.shape[-1],), x.dtype)
+    ms = (x * x).mean(axis=-1, keepdims=True)
+    # With eps = 0 only ms == 0 (a row of zeros, or squares that underflow) divides by zero; IEEE makes it exact.
+    if eps == 0 and np.any(ms == 0):
+        raise ValueError("eps = 0 with a row whose mean square is 0: xhat = 0/0 there. Use eps > 0 (for example 1e-5).")
+    s = np.sqrt(ms + eps)
+    inv_s = 1.0 / s
+    xhat = x * inv_s
+    return gamma * xhat, RMSCache(x, s, inv_s, xhat, gamma, eps)
+
+
+def rms_norm_backward(dy, cache: RMSCache):
+    """(dx, dgamma): dx = (g - xhat * mean(g * xhat)) / s with g = gamma * dy; batch norm's formula without mean(g)."""
+    if not isinstance(cache, RMSCache):
+        raise ValueError(f"cache must be the RMSCache that rms_norm returned; got {type(cache).__name__}")
+    dy = as_float_array(dy, "dy")
+    if dy.shape != cache.x.shape:
+        raise ValueError(f"dy has shape {dy.shape}; expected {cache.x.shape}, the shape of y")
+    check_finite(dy, "dy")
+    g = cache.gamma * dy
+    dx = (g - cache.xhat * (g * cache.xhat).mean(axis=-1, keepdims=True)) * cache.inv_s
+    dgamma = (dy * cache.xhat).reshape(-1, cache.x.shape[-1]).sum(axis=0)
+    return dx, dgamma
+
+
 __all__ = [
     "NormCache",
+    "RMSCache",
     "backward",
     "batch_norm",
     "check_axes",
@@ -154,5 +198,7 @@ __all__ = [
     "instance_norm",
     "layer_norm",
     "normalize",
+    "rms_norm",
+    "rms_norm_backward",
     "statistic_members",
 ]
