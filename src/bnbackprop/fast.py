@@ -25,13 +25,16 @@ no extra memory traffic) is recomputed by the scale-safe `batchnorm.backward`.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._extras import require
-from ._validate import check_finite, reduce_axes
-from .batchnorm import Cache, _in_caller_dtype, backward, checked_dy
+from ._validate import check_finite, reduce_axes, param_shape
+from .batchnorm import Cache, _in_caller_dtype, _in_window, backward, checked_dy, forward
 
-njit = require("numba", "fast", __name__).njit
+numba = require("numba", "fast", __name__)
+njit = numba.njit
 
 # Bytes of one block of rows: a block of dy, of xhat, of dx and one temporary stay in the L2 cache,
 # so every array is read from main memory once per pass however many numpy calls touch the block.
@@ -186,65 +189,349 @@ def backward_blocked(dy, cache: Cache, out=None):
 # Reassociation lets LLVM split each sum over SIMD lanes (a different but equally exact order);
 # no 'nnan'/'ninf': a NaN in dy must reach the sums, where the finite check sees it.
 _FLAGS = {"reassoc", "contract", "nsz"}
+# Partial sums in the array's dtype cover at most this many rows (or one NCHW row) before they join
+# float64 totals: float32 rounding then grows with 64 (split over the SIMD lanes), not with N.
+ROWS_PER_BLOCK = 64
+# Below this many elements the parallel kernels run on one thread: waking a second thread costs more
+# than it saves (measured by benchmarks/bench.py, see benchmarks/README.md).
+PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _backward_cols_jit(dy, xhat, a, inv_bd, inv_b, out, dgamma, dbeta):
-    """(N, D) with a = gamma*inv_s: column sums in one pass over the rows, then dx in a second pass."""
-    n, d = dy.shape
-    for i in range(n):
-        for j in range(d):
-            v = dy[i, j]
-            dbeta[j] += v
-            dgamma[j] += v * xhat[i, j]
-    b, c = -a * dgamma * inv_bd, -a * dbeta * inv_b
+def _col_sums(dy, xhat, j0, j1, dgamma, dbeta):
+    """(N, D) columns j0:j1: dbeta += sum(dy), dgamma += sum(dy*xhat) over the rows, 4 rows per sweep."""
+    n = dy.shape[0]
+    part_b, part_g = np.zeros(j1 - j0, dy.dtype), np.zeros(j1 - j0, dy.dtype)
+    for i0 in range(0, n, ROWS_PER_BLOCK):
+        i1 = min(i0 + ROWS_PER_BLOCK, n)
+        i = i0
+        while i + 4 <= i1:  # four rows per sweep: each partial sum is loaded and stored once per 4 rows
+            for j in range(j0, j1):
+                v0, v1, v2, v3 = dy[i, j], dy[i + 1, j], dy[i + 2, j], dy[i + 3, j]
+                part_b[j - j0] += (v0 + v1) + (v2 + v3)
+                part_g[j - j0] += (v0 * xhat[i, j] + v1 * xhat[i + 1, j]) + (v2 * xhat[i + 2, j] + v3 * xhat[i + 3, j])
+            i += 4
+        for i in range(i, i1):
+            for j in range(j0, j1):
+                part_b[j - j0] += dy[i, j]
+                part_g[j - j0] += dy[i, j] * xhat[i, j]
+        for j in range(j0, j1):
+            dbeta[j] += part_b[j - j0]
+            dgamma[j] += part_g[j - j0]
+            part_b[j - j0], part_g[j - j0] = 0, 0
+
+
+@njit(cache=True, fastmath=_FLAGS)
+def _col_apply(dy, xhat, a, b, c, out, j0, j1):
+    """(N, D) columns j0:j1: dx = a*dy + b*xhat + c; returns 0 unless some dx is inf or NaN."""
     chk = dy[0, 0] * 0
-    for i in range(n):
-        for j in range(d):
+    for i in range(dy.shape[0]):
+        for j in range(j0, j1):
             o = a[j] * dy[i, j] + b[j] * xhat[i, j] + c[j]
             out[i, j] = o
-            chk += o * 0.0  # stays 0 unless some dx is inf or NaN; free beside the memory traffic
+            chk += o * 0  # free beside the memory traffic
     return chk
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _backward_rows_jit(dy, xhat, a, inv_bd, inv_b, out, dgamma, dbeta):
-    """(N*C, M) rows, row r in channel r % C: row sums, channel sums, then dx row by row."""
-    ch = a.shape[0]
+def _row_sums(dy, xhat, r):
+    """sum(dy) and sum(dy*xhat) of row r in the array's dtype (split over SIMD lanes), as float64."""
+    s_dy, s_dyx = dy[r, 0] * 0, dy[r, 0] * 0  # zeros of dy's dtype; a NaN in dy still propagates
+    for m in range(dy.shape[1]):
+        s_dy += dy[r, m]
+        s_dyx += dy[r, m] * xhat[r, m]
+    return np.float64(s_dy), np.float64(s_dyx)
+
+
+@njit(cache=True, fastmath=_FLAGS)
+def _row_apply(dy, xhat, ak, bk, ck, out, r):
+    """dx = a*dy + b*xhat + c along row r; returns 0 unless some dx is inf or NaN."""
+    chk = dy[r, 0] * 0
+    for m in range(dy.shape[1]):
+        o = ak * dy[r, m] + bk * xhat[r, m] + ck
+        out[r, m] = o
+        chk += o * 0
+    return chk
+
+
+@njit(cache=True)
+def _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta):
+    """a = gamma*inv_s, b = -a*dgamma/(B-ddof), c = -a*dbeta/B in the array's dtype, from the float64 sums."""
+    a = gamma * inv_s
+    a64 = a.astype(np.float64)
+    b = (-a64 * dgamma * inv_bd).astype(gamma.dtype)
+    c = (-a64 * dbeta * inv_b).astype(gamma.dtype)
+    return a, b, c
+
+
+@njit(cache=True)
+def _store_sums(dgamma, dbeta, dgamma_out, dbeta_out):
+    """The float64 totals rounded to the array's dtype; returns 0 unless one is inf or NaN after rounding."""
+    chk = 0.0
+    for k in range(dgamma.shape[0]):
+        dgamma_out[k], dbeta_out[k] = dgamma[k], dbeta[k]
+        chk += dgamma_out[k] * 0.0 + dbeta_out[k] * 0.0
+    return chk
+
+
+@njit(cache=True, fastmath=_FLAGS)
+def _backward_cols_jit(dy, xhat, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out):
+    """(N, D) on one thread: column sums in one pass over the rows, then dx in a second pass."""
+    d = dy.shape[1]
+    dgamma, dbeta = np.zeros(d), np.zeros(d)
+    _col_sums(dy, xhat, 0, d, dgamma, dbeta)
+    a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta)
+    return _col_apply(dy, xhat, a, b, c, out, 0, d) + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
+
+
+@njit(cache=True, fastmath=_FLAGS, parallel=True)
+def _backward_cols_par(dy, xhat, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, chunks):
+    """(N, D) with the columns split into `chunks` contiguous chunks, one per thread, each pass in parallel."""
+    d = dy.shape[1]
+    dgamma, dbeta = np.zeros(d), np.zeros(d)
+    for t in numba.prange(chunks):
+        _col_sums(dy, xhat, t * d // chunks, (t + 1) * d // chunks, dgamma, dbeta)
+    a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta)
+    chk = np.zeros(chunks, dy.dtype)
+    for t in numba.prange(chunks):
+        chk[t] = _col_apply(dy, xhat, a, b, c, out, t * d // chunks, (t + 1) * d // chunks)
+    return chk.sum() + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
+
+
+@njit(cache=True, fastmath=_FLAGS)
+def _backward_rows_jit(dy, xhat, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out):
+    """(N*C, M) rows, row r in channel r % C, on one thread: row sums, channel sums, then dx row by row."""
+    ch = gamma.shape[0]
+    dgamma, dbeta = np.zeros(ch), np.zeros(ch)
     for r in range(dy.shape[0]):
-        s_dy, s_dyx = dy[r, 0] * 0, dy[r, 0] * 0  # zeros of dy's dtype; a NaN in dy still propagates
-        for m in range(dy.shape[1]):
-            v = dy[r, m]
-            s_dy += v
-            s_dyx += v * xhat[r, m]
+        s_dy, s_dyx = _row_sums(dy, xhat, r)
         dbeta[r % ch] += s_dy
         dgamma[r % ch] += s_dyx
-    b, c = -a * dgamma * inv_bd, -a * dbeta * inv_b
+    a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta)
     chk = dy[0, 0] * 0
     for r in range(dy.shape[0]):
         k = r % ch
-        ak, bk, ck = a[k], b[k], c[k]
-        for m in range(dy.shape[1]):
-            o = ak * dy[r, m] + bk * xhat[r, m] + ck
-            out[r, m] = o
-            chk += o * 0.0  # stays 0 unless some dx is inf or NaN; free beside the memory traffic
-    return chk
+        chk += _row_apply(dy, xhat, a[k], b[k], c[k], out, r)
+    return chk + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
 
 
-def backward_fast(dy, cache: Cache, out=None):
-    """Same (dx, dgamma, dbeta) as `batchnorm.backward`: one fused pass for the sums, one for dx (numba)."""
+@njit(cache=True, fastmath=_FLAGS, parallel=True)
+def _backward_rows_par(dy, xhat, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, chunks):
+    """(N*C, M) rows with the channels split over the threads (`chunks` is unused): each channel on one thread."""
+    ch = gamma.shape[0]
+    n = dy.shape[0] // ch
+    dgamma, dbeta = np.zeros(ch), np.zeros(ch)
+    a = gamma * inv_s
+    chk = np.zeros(ch, dy.dtype)
+    for k in numba.prange(ch):
+        for i in range(n):
+            s_dy, s_dyx = _row_sums(dy, xhat, i * ch + k)
+            dbeta[k] += s_dy
+            dgamma[k] += s_dyx
+        bk = dy.dtype.type(-np.float64(a[k]) * dgamma[k] * inv_bd)
+        ck = dy.dtype.type(-np.float64(a[k]) * dbeta[k] * inv_b)
+        for i in range(n):
+            chk[k] += _row_apply(dy, xhat, a[k], bk, ck, out, i * ch + k)
+    return chk.sum() + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
+
+
+def _check_threads(threads) -> int:
+    """threads: an int from 1 to numba's thread count."""
+    if type(threads) is int and 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
+        return threads
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
+        raise TypeError(f"threads must be an int from 1 to {numba.config.NUMBA_NUM_THREADS}; got {threads!r}")
+    if not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(f"threads must be from 1 to {numba.config.NUMBA_NUM_THREADS} (numba's thread count "
+                         f"on this machine); got {threads}")
+    return int(threads)
+
+
+def _run(serial, parallel, threads, size, *args):
+    """Call the serial kernel, or the parallel one on `threads` threads when the arrays are large enough."""
+    if threads == 1 or size < PARALLEL_MIN_ELEMENTS:
+        return serial(*args)
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        return parallel(*args, threads)
+    finally:
+        numba.set_num_threads(before)
+
+
+def backward_fast(dy, cache: Cache, out=None, threads=1):
+    """Same (dx, dgamma, dbeta) as `batchnorm.backward`: one fused pass for the sums, one for dx (numba).
+
+    threads > 1 splits the channels over that many threads (numba's parallel loops) when x has at
+    least PARALLEL_MIN_ELEMENTS values; sums are accumulated per chunk in the array's dtype and in
+    float64 across chunks, so the result does not depend on the thread count beyond rounding.
+    """
+    threads = _check_threads(threads)
     user_out = out
     dy, xhat, out = _prepare(dy, cache, out)
     if xhat.dtype.type not in (np.float32, np.float64):
         return _finish(dy, cache, None, user_out)
     ch = xhat.shape[1]
-    dgamma, dbeta = np.zeros(ch, xhat.dtype), np.zeros(ch, xhat.dtype)
-    kernel = _backward_rows_jit if xhat.ndim > 2 else _backward_cols_jit
-    inv_bd, inv_b = xhat.dtype.type(1.0 / (cache.B - cache.ddof)), xhat.dtype.type(1.0 / cache.B)
+    dgamma, dbeta = np.empty(ch, xhat.dtype), np.empty(ch, xhat.dtype)
+    nchw = xhat.ndim > 2
+    serial, parallel = (_backward_rows_jit, _backward_rows_par) if nchw else (_backward_cols_jit, _backward_cols_par)
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # _finish checks the result
-        a = cache.gamma.reshape(ch) * cache.inv_s.reshape(ch)
-    chk = kernel(_rows(dy), _rows(xhat), a, inv_bd, inv_b, _rows(out), dgamma, dbeta)
+        chk = _run(serial, parallel, threads, xhat.size, _rows(dy), _rows(xhat), cache.gamma.reshape(ch),
+                   cache.inv_s.reshape(ch), 1.0 / (cache.B - cache.ddof), 1.0 / cache.B, _rows(out), dgamma, dbeta)
     return _finish(dy, cache, (out, dgamma, dbeta) if np.isfinite(chk) else None, user_out, in_place=np.shares_memory(out, dy))
 
 
-__all__ = ["backward_blocked", "backward_fast"]
+# The tuned forward. Pass 1 reads x once for sums shifted by one value of each channel (so an offset
+# does not cancel digits away); pass 2 reads x and writes xmu, xhat and y. The shifted one-pass
+# variance s2 - s1**2/B loses digits when the mean is far from the shift in units of the spread;
+# where it loses more than CANCEL_BITS of float64's 53, `forward_fast` falls back to `forward`.
+CANCEL_BITS = 20
+# With eps >= MIN_EPS, s >= 1e-15: squares that underflow in float64 (below 1e-308) cannot matter to s.
+MIN_EPS = 1e-30
+
+
+@njit(cache=True, fastmath=_FLAGS)
+def _moments_cols(x, shift, s1, s2):
+    """(N, D): s1 = sum(x - shift), s2 = sum((x - shift)**2) per column, in float64, 4 rows per sweep."""
+    n = x.shape[0]
+    i = 0
+    while i + 4 <= n:  # each sum is loaded and stored once per 4 rows
+        for j in range(x.shape[1]):
+            t0, t1 = np.float64(x[i, j]) - shift[j], np.float64(x[i + 1, j]) - shift[j]
+            t2, t3 = np.float64(x[i + 2, j]) - shift[j], np.float64(x[i + 3, j]) - shift[j]
+            s1[j] += (t0 + t1) + (t2 + t3)
+            s2[j] += (t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3)
+        i += 4
+    for i in range(i, n):
+        for j in range(x.shape[1]):
+            t = np.float64(x[i, j]) - shift[j]
+            s1[j] += t
+            s2[j] += t * t
+
+
+@njit(cache=True, fastmath=_FLAGS)
+def _moments_rows(x, shift, s1, s2):
+    """(N*C, M) rows, row r in channel r % C: the same sums per channel, row by row."""
+    ch = shift.shape[0]
+    for r in range(x.shape[0]):
+        k = r % ch
+        t1, t2, sk = 0.0, 0.0, shift[k]
+        for m in range(x.shape[1]):
+            t = np.float64(x[r, m]) - sk
+            t1 += t
+            t2 += t * t
+        s1[k] += t1
+        s2[k] += t2
+
+
+@njit(cache=True)
+def _statistics(s1, s2, shift, B, ddof, eps, mu, var, s, inv_s):
+    """mu, var, s = sqrt(var + eps), inv_s = 1/s in x's dtype (as `forward` rounds them); False if digits cancelled."""
+    one = mu.dtype.type(1)
+    for k in range(s1.shape[0]):
+        m2 = s2[k] - s1[k] * s1[k] / B  # sum((x - mu)**2), shifted
+        if not (np.isfinite(m2) and m2 >= s2[k] * 2.0**-CANCEL_BITS):
+            return False
+        mu[k] = shift[k] + s1[k] / B
+        var[k] = m2 / (B - ddof)
+        s[k] = np.sqrt(var[k] + mu.dtype.type(eps))
+        inv_s[k] = one / s[k]
+        if not (np.isfinite(var[k]) and np.isfinite(s[k]) and inv_s[k] > 0):
+            return False  # beyond the dtype: forward's rescaled statistics say what fits
+    return True
+
+
+@njit(cache=True, fastmath=_FLAGS)
+def _normalize_rows(x, mu, inv_s, gamma, beta, xmu, xhat, y):
+    """(rows, M), row r in channel r % C: xmu = x - mu, xhat = xmu*inv_s, y = gamma*xhat + beta in one sweep."""
+    ch = mu.shape[0]
+    chk = x[0, 0] * 0
+    for r in range(x.shape[0]):
+        k = r % ch
+        mk, ik, gk, bk = mu[k], inv_s[k], gamma[k], beta[k]
+        for m in range(x.shape[1]):
+            v = x[r, m] - mk
+            h = v * ik
+            o = gk * h + bk
+            xmu[r, m], xhat[r, m], y[r, m] = v, h, o
+            chk += o * 0  # 0 unless some y is inf or NaN
+    return chk
+
+
+@njit(cache=True, fastmath=_FLAGS)
+def _normalize_cols(x, mu, inv_s, gamma, beta, xmu, xhat, y):
+    """(N, D): the same sweep with per-column statistics."""
+    chk = x[0, 0] * 0
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = x[i, j] - mu[j]
+            h = v * inv_s[j]
+            o = gamma[j] * h + beta[j]
+            xmu[i, j], xhat[i, j], y[i, j] = v, h, o
+            chk += o * 0
+    return chk
+
+
+@njit(cache=True)
+def _forward_jit(x, gamma, beta, eps, ddof, nchw, xmu, xhat, y, mu, var, s, inv_s):
+    """Both passes and the statistics between them; False where `forward` must take over (non-finite, cancellation)."""
+    ch = mu.shape[0]
+    if not (np.isfinite(gamma).all() and np.isfinite(beta).all()):
+        return False  # forward names the parameter
+    B = x.size // ch
+    s1, s2 = np.zeros(ch), np.zeros(ch)
+    if nchw:
+        shift = x[:ch, 0].astype(np.float64)
+        _moments_rows(x, shift, s1, s2)
+    else:
+        shift = x[0, :].astype(np.float64)
+        _moments_cols(x, shift, s1, s2)
+    if not _statistics(s1, s2, shift, B, ddof, eps, mu, var, s, inv_s):
+        return False
+    chk = _normalize_rows(x, mu, inv_s, gamma, beta, xmu, xhat, y) if nchw else _normalize_cols(x, mu, inv_s, gamma, beta, xmu, xhat, y)
+    return np.isfinite(chk)
+
+
+def _param(p, ch, dtype):
+    """A copy of gamma or beta as a contiguous (C,) array of x's dtype, or None for `forward` to check and explain."""
+    if type(p) is np.ndarray and p.shape == (ch,) and p.dtype == dtype:
+        return p.copy()
+    try:
+        arr = np.asarray(p)
+    except (TypeError, ValueError):
+        return None
+    if arr.shape != (ch,) or arr.dtype.kind not in "fiu":
+        return None
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
+    """Same (y, cache) as `batchnorm.forward` in two fused passes (numba).
+
+    float16 and longdouble x, eps below MIN_EPS (eps = 0 needs forward's zero-variance check),
+    non-finite or refused input, statistics beyond the dtype and the rare channel whose shifted
+    variance cancels CANCEL_BITS bits go to `forward`, which computes them or names what is wrong.
+    """
+    if (type(x) is not np.ndarray or x.dtype.type not in (np.float32, np.float64) or x.ndim < 2 or x.size == 0
+            or type(ddof) is not int or ddof not in (0, 1) or not isinstance(eps, float) or not MIN_EPS <= eps < np.inf):
+        return forward(x, gamma, beta, eps=eps, ddof=ddof)
+    ch = x.shape[1]
+    gamma_c, beta_c = _param(gamma, ch, x.dtype), _param(beta, ch, x.dtype)
+    if gamma_c is None or beta_c is None or x.size // ch < 2:  # forward refuses a batch of one value per channel
+        return forward(x, gamma, beta, eps=eps, ddof=ddof)
+    x = np.ascontiguousarray(x)
+    xmu, xhat, y = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    shape = param_shape(x.ndim, ch)
+    mu, var, s, inv_s = (np.empty(shape, x.dtype) for _ in range(4))
+    if not _forward_jit(_rows(x), gamma_c, beta_c, eps, ddof, x.ndim > 2, _rows(xmu), _rows(xhat), _rows(y),
+                        mu.reshape(ch), var.reshape(ch), s.reshape(ch), inv_s.reshape(ch)):
+        return forward(x, gamma, beta, eps=eps, ddof=ddof)  # refuses a NaN with its name, or computes exactly
+    axes = reduce_axes(x.ndim)
+    B = x.size // ch
+    # as `forward` decides it: are gamma and s near enough to 1 that a backward needs no rescaling?
+    g = np.abs(gamma_c)
+    in_range = _in_window([math.frexp(float(v))[1] for v in (g.min(), g.max(), s.min(), s.max())], x.dtype, B)
+    return y, Cache(x, mu, xmu, var, s, inv_s, xhat, gamma_c.reshape(shape), eps, ddof, axes, axes, B, in_range)
+
+
+__all__ = ["backward_blocked", "backward_fast", "forward_fast"]

@@ -1,0 +1,160 @@
+"""forward_fast agrees with forward, and backward_fast on two threads with one thread; bad arguments are named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bnbackprop import fast
+from bnbackprop.batchnorm import backward, forward
+from bnbackprop.fast import backward_fast, forward_fast
+
+FIELDS = ("mu", "xmu", "var", "s", "inv_s", "xhat")
+
+shapes = st.one_of(
+    st.tuples(st.integers(2, 70), st.integers(1, 9)),  # (N, D), more than one block of 64 rows
+    st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 6), st.integers(1, 6)),  # NCHW
+).filter(lambda s: int(np.prod(s)) // s[1] >= 2)
+
+
+def batch(shape, seed, offset, dtype=np.float64):
+    """x with an offset and a random spread per channel, random gamma and beta."""
+    rng = np.random.default_rng(seed)
+    C = shape[1]
+    spread = rng.uniform(0.1, 10, C).reshape((1, C) + (1,) * (len(shape) - 2))
+    x = (offset + spread * rng.standard_normal(shape)).astype(dtype)
+    return x, rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
+
+
+def scale(x, cache):
+    """cond = 1 + max|x|/s per run: rounding x - mu costs this factor in any algorithm (see batchnorm's docstring)."""
+    return 1 + float(np.max(np.abs(x.astype(np.float64)))) / float(np.min(cache.s))
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1), offset=st.sampled_from([0.0, 3.0, -1e2, 1e4]),
+       ddof=st.sampled_from([0, 1]), eps=st.sampled_from([1e-5, 1e-3, 0.5]))
+def test_float64_forward_fast_agrees_with_forward(shape, seed, offset, ddof, eps):
+    x, gamma, beta = batch(shape, seed, offset)
+    y, cache = forward(x, gamma, beta, eps=eps, ddof=ddof)
+    y_f, cache_f = forward_fast(x, gamma, beta, eps=eps, ddof=ddof)
+    cond = scale(x, cache)
+    # y and xhat: 1e-13 of cond (a few units of 2**-53 times B-independent rounding of mu)
+    assert np.max(np.abs(y_f - y)) <= 1e-13 * cond * (np.max(np.abs(gamma)) + np.max(np.abs(beta)))
+    assert np.max(np.abs(cache_f.xhat - cache.xhat)) <= 1e-13 * cond
+    for name in FIELDS:
+        got, want = getattr(cache_f, name), getattr(cache, name)
+        assert got.shape == want.shape and got.dtype == np.float64
+        assert np.max(np.abs(got - want)) <= 1e-13 * cond * np.max(np.abs(want)) + 1e-13 * np.max(np.abs(x))
+    for field in ("eps", "ddof", "axes", "param_axes", "B", "in_range"):
+        assert getattr(cache_f, field) == getattr(cache, field)
+    np.testing.assert_array_equal(cache_f.gamma, cache.gamma)
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1), offset=st.sampled_from([0.0, 3.0, 1e2]), ddof=st.sampled_from([0, 1]))
+def test_float32_forward_fast_is_no_further_from_float64_than_forward(shape, seed, offset, ddof):
+    x, gamma, beta = batch(shape, seed, offset, np.float32)
+    y64, c64 = forward(x.astype(np.float64), gamma.astype(np.float64), beta.astype(np.float64), ddof=ddof)
+    y32, c32 = forward(x, gamma, beta, ddof=ddof)
+    y_f, c_f = forward_fast(x, gamma, beta, ddof=ddof)
+    assert y_f.dtype == np.float32 and all(getattr(c_f, f).dtype == np.float32 for f in FIELDS)
+    unit = 2.0**-24 * 8 * scale(x, c64) * (np.max(np.abs(gamma)) + np.max(np.abs(beta)))
+    assert np.max(np.abs(y_f - y64)) <= np.max(np.abs(y32 - y64)) + unit
+    assert np.max(np.abs(c_f.xhat - c64.xhat)) <= np.max(np.abs(c32.xhat - c64.xhat)) + 2.0**-24 * 8 * scale(x, c64)
+
+
+def test_the_fast_pair_is_a_training_step():
+    x, gamma, beta = batch((6, 4, 5, 7), 3, 2.0)
+    dy = np.random.default_rng(4).standard_normal(x.shape)
+    got = backward_fast(dy, forward_fast(x, gamma, beta, ddof=1)[1])
+    want = backward(dy, forward(x, gamma, beta, ddof=1)[1])
+    for g, w in zip(got, want):
+        assert np.max(np.abs(g - w)) <= 1e-12 * np.max(np.abs(w))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.longdouble])
+def test_other_dtypes_are_computed_by_forward(dtype):
+    x, gamma, beta = batch((9, 3), 5, 1.0, dtype)
+    y, cache = forward(x, gamma, beta)
+    y_f, cache_f = forward_fast(x, gamma, beta)
+    np.testing.assert_array_equal(y_f, y)  # the same function on the same input: identical, not just close
+    for name in FIELDS:
+        np.testing.assert_array_equal(getattr(cache_f, name), getattr(cache, name))
+
+
+def test_eps_zero_and_cancellation_are_computed_by_forward():
+    x = np.zeros((2**21, 1))
+    x[0] = 1.0  # the first value, the shift, is sqrt(B) spreads from the mean: s2 - s1**2/B cancels 21 bits
+    y_f, cache_f = forward_fast(x, np.ones(1), np.zeros(1))
+    np.testing.assert_array_equal(cache_f.var, forward(x, np.ones(1), np.zeros(1))[1].var)
+    with pytest.raises(ValueError, match="eps = 0 with a channel of zero variance"):
+        forward_fast(np.ones((4, 2)), np.ones(2), np.zeros(2), eps=0.0)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        (([[np.nan, 1.0], [2.0, 3.0]], np.ones(2), np.zeros(2)), {}, ValueError, "x must be finite"),
+        ((np.array([[1.0, 1.0], [2.0, np.inf]]), np.ones(2), np.zeros(2)), {}, ValueError, "x must be finite"),
+        ((np.ones((4, 2)), np.ones(3), np.zeros(2)), {}, ValueError, "gamma has shape"),
+        ((np.ones((4, 2)), np.ones(2), np.array([0.0, np.nan])), {}, ValueError, "beta must be finite"),
+        ((np.ones((4, 2)), np.ones(2), np.zeros(2)), {"eps": -1.0}, ValueError, "eps must be"),
+        ((np.ones((4, 2)), np.ones(2), np.zeros(2)), {"ddof": 2}, ValueError, "ddof must be"),
+        ((np.ones((1, 2)), np.ones(2), np.zeros(2)), {}, ValueError, "more than 1 value per channel"),
+        ((np.ones(4), np.ones(2), np.zeros(2)), {}, ValueError, "x has shape"),
+        ((np.array([["a", "b"], ["c", "d"]]), np.ones(2), np.zeros(2)), {}, ValueError, "x must hold"),
+    ],
+)
+def test_forward_fast_refuses_what_forward_refuses(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        forward(*args, **kwargs)
+    with pytest.raises(error, match=match):
+        forward_fast(*args, **kwargs)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1), ddof=st.sampled_from([0, 1]), dtype=st.sampled_from([np.float32, np.float64]))
+def test_two_threads_agree_with_one(shape, seed, ddof, dtype):
+    x, gamma, beta = batch(shape, seed, 3.0, dtype)
+    dy = (np.random.default_rng(seed).standard_normal(shape) + 0.5).astype(dtype)
+    _, cache = forward(x, gamma, beta, ddof=ddof)
+    one = backward_fast(dy, cache)
+    before = fast.PARALLEL_MIN_ELEMENTS
+    fast.PARALLEL_MIN_ELEMENTS = 0  # run the parallel kernels on these small arrays too
+    try:
+        two = backward_fast(dy, cache, threads=2)
+    finally:
+        fast.PARALLEL_MIN_ELEMENTS = before
+    want = backward(dy.astype(np.float64), forward(x.astype(np.float64), gamma.astype(np.float64),
+                                                   beta.astype(np.float64), ddof=ddof)[1])
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for o, t, w in zip(one, two, want):
+        assert t.dtype == dtype
+        size = np.max(np.abs(w)) + np.max(np.abs(dy)) * np.max(np.abs(cache.gamma * cache.inv_s))
+        assert np.max(np.abs(t - o)) <= tol * size  # partial sums over other chunks: rounding only
+
+
+@pytest.mark.parametrize(("threads", "error"), [(0, ValueError), (10**6, ValueError), (1.5, TypeError),
+                                                 (True, TypeError), ("2", TypeError)])
+def test_bad_threads_are_refused(threads, error):
+    x, gamma, beta = batch((8, 3), 1, 0.0)
+    _, cache = forward(x, gamma, beta)
+    with pytest.raises(error, match="threads must be"):
+        backward_fast(x, cache, threads=threads)
+
+
+@pytest.mark.parametrize(("dtype", "magnitude"), [(np.float64, 1e-200), (np.float64, 1e200), (np.float64, 1e-310),
+                                                  (np.float32, 1e-40), (np.float32, 1e30)])
+def test_extreme_magnitudes_match_forward(dtype, magnitude):
+    x, gamma, beta = batch((40, 3, 2), 8, 1.0, np.float64)
+    x = (x * magnitude).astype(dtype)
+    gamma, beta = gamma.astype(dtype), beta.astype(dtype)
+    y, cache = forward(x, gamma, beta)
+    y_f, cache_f = forward_fast(x, gamma, beta)
+    assert cache_f.in_range == cache.in_range
+    # xhat is scale-free: rounding-sized differences, relative to cond, whichever path computed it
+    assert np.max(np.abs(cache_f.xhat - cache.xhat)) <= 64 * np.finfo(dtype).eps * scale(x, cache)
+    assert np.max(np.abs(y_f - y)) <= 64 * np.finfo(dtype).eps * scale(x, cache) * (np.max(np.abs(gamma)) + np.max(np.abs(beta)))
