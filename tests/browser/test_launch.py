@@ -104,6 +104,8 @@ def test_a_lone_chapter_installs_bnbackprop_and_runs(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
+    # A current pip, as Colab and `make` have: pip 23's parser refuses `name @ git+file:///path`.
+    subprocess.run([python, "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
     subprocess.run([python, "-m", "pip", "install", "-q", pinned("nbclient"), pinned("ipykernel"), pinned("nbformat")],
                    check=True)
     probe = subprocess.run([python, "-c", "import bnbackprop"], capture_output=True)

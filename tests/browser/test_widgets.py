@@ -33,7 +33,6 @@ EXPLORERS = {
                            lambda: gradient_size_explorer(var=1e-2, rho=0.6, dy_mean=1.0)),
 }
 MAX_BYTES = 3_000_000  # transferred, all requests of the page together
-MAX_INTERACTIVE_MS = 2_000
 WAIT = 30_000
 NOTE = "computed in advance"  # in the static explorer's note (bnbackprop.widgets.base.WHERE_LIVE)
 
@@ -193,10 +192,11 @@ def test_controls_drive_the_precomputed_figures(browser, base_url, screenshots, 
         page.evaluate("() => document.fonts.ready.then(() => true)")
         entries = page.evaluate(TRANSFERRED_JS)
         total = sum(e["size"] for e in entries)
+        # The time to interactive is recorded, not asserted: an absolute time on a shared machine says
+        # more about the machine's load than about the page (the README's rule on timing).
         measurements[name] = {"transferred_bytes": total, "interactive_ms": round(ready_ms),
                               "largest": sorted(entries, key=lambda e: -e["size"])[:5]}
         assert total <= MAX_BYTES, f"{name} transfers {total} bytes (budget {MAX_BYTES})"
-        assert ready_ms <= MAX_INTERACTIVE_MS, f"{name}: explorer interactive after {ready_ms:.0f} ms"
     except Exception:
         page.screenshot(path=screenshots / f"explorer_failure_{name.split('/')[-1]}.png", full_page=True)
         raise
