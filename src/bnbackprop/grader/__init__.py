@@ -38,6 +38,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
+
 from ..batchnorm import forward as _book_forward
 from .cases import CASES, CONVENTIONS
 from .judge import judge_case, truth, verdict
@@ -77,7 +79,8 @@ def _check_args(convention, ddof, timeout) -> float:
     """Misuse of the grader itself is a ValueError or TypeError; the reader's function is judged in the report."""
     if convention is not None and convention not in CONVENTIONS:
         raise ValueError(f"convention must be None (read it off the signature) or one of {sorted(CONVENTIONS)}; got {convention!r}")
-    if ddof not in (None, 0, 1) or isinstance(ddof, bool):
+    # 1.0 == 1, so the test `in (0, 1)` alone would let a float through, and the JSON report promises an int.
+    if ddof is not None and (isinstance(ddof, bool) or not isinstance(ddof, (int, np.integer)) or ddof not in (0, 1)):
         raise ValueError(f"ddof must be None (detect), 0 (biased variance) or 1 (Bessel's correction); got {ddof!r}")
     return check_timeout(timeout)
 
@@ -85,6 +88,7 @@ def _check_args(convention, ddof, timeout) -> float:
 def _grade(target: Target, convention, ddof, timeout, find_forward: str = "") -> Report:
     """Probe the signatures, settle convention, forward and ddof, run every case, judge."""
     timeout = _check_args(convention, ddof, timeout)
+    ddof = None if ddof is None else int(ddof)
     notes = [] if FORK else [NO_FORK_NOTE]
     probe = run_isolated(probe_job(target, find_forward), timeout)
     if probe.kind == "missing":

@@ -89,4 +89,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["USAGE_EXAMPLES", "UsageError", "get_function", "load_module", "main", "parser", "split_target"]
+__all__ = ["USAGE_EXAMPLES", "UsageError", "main", "parser", "seconds", "split_target"]

@@ -96,6 +96,8 @@ def _param_grad(a: np.ndarray, name: str, case: Case, notes: set[str]):
 def judge_case(case: Case, outcome: Outcome, ddof: int, timeout: float, book_cache: bool, notes: set[str]) -> CaseResult:
     """Turn one outcome of the reader's code into a CaseResult with a message a student can act on."""
     where = "your forward" if outcome.info.get("stage") == "forward" else "your code"
+    if outcome.kind == "ok" and not set(OUTPUTS) <= set(outcome.arrays):
+        outcome = Outcome("exited")  # a result message without the outputs was not sent by the grader's job
     escaped = _escape(case, outcome, timeout, where)
     if escaped is not None:
         return escaped

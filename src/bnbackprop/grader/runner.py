@@ -2,8 +2,9 @@
 
 The child only computes: it calls the reader's functions on one case and sends back plain arrays
 (``.npy`` bytes, loaded with ``allow_pickle=False``) and a small JSON header. The parent keeps the
-truth, the tolerances and the verdict, waits with a timeout, and kills the child (SIGKILL) when it
-runs over. A child that dies by a signal, or exits before sending its result (``sys.exit``,
+truth, the tolerances and the verdict, waits with a timeout, and after each case kills the child's
+process group (SIGKILL): a child that runs over, and any process the reader's code started and left
+running (one that starts a session of its own escapes this). A child that dies by a signal, or exits before sending its result (``sys.exit``,
 ``os._exit``, a segfault, deep recursion), is reported as such; its stdout goes to stderr, so the
 grader's own stdout (a report or JSON) stays clean.
 
@@ -34,6 +35,7 @@ import numpy as np
 FORK = hasattr(os, "fork")  # tests switch it off to exercise the thread fallback
 NO_FORK_NOTE = ("this platform has no os.fork: your code ran inside the grader's own process, so a crash "
                 "or an exit there ends the grader, and a call that never returns is abandoned, not killed")
+JOB_STATUSES = ("ok", "raised", "missing", "broken", "bad_return", "refused")  # what a job's header may say
 MAX_TIMEOUT = 3600.0  # seconds; longer waits are almost certainly a typo
 
 
@@ -108,44 +110,72 @@ def _child(job: Callable[[], tuple[dict, dict]], wfd: int) -> None:
         os._exit(0)
 
 
-def _read_until(rfd: int, pid: int, timeout: float) -> tuple[bytes, bool]:
-    """Read the child's pipe to EOF or the deadline; True if the deadline passed first."""
-    chunks, deadline = [], time.monotonic() + timeout
+def _read_until(rfd: int, pid: int, timeout: float) -> tuple[bytes, int | None]:
+    """Read the child's pipe until the child has exited, or the deadline; (data, wait status or None if late).
+
+    Not until EOF: a process the reader's code started inherits the pipe and could hold it open long after
+    the child has sent its result, which would turn a right answer into a timeout.
+    """
+    chunks, deadline, eof = [], time.monotonic() + timeout, False
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            return b"".join(chunks), True
-        ready, _, _ = select.select([rfd], [], [], left)
-        if ready:
+            return b"".join(chunks), None
+        if not eof and select.select([rfd], [], [], min(left, 0.05))[0]:
             chunk = os.read(rfd, 1 << 20)
-            if not chunk:
-                return b"".join(chunks), False
             chunks.append(chunk)
+            eof = not chunk
+            continue
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:  # all it wrote is in the pipe now; take what is there, without waiting for a writer it left behind
+            while not eof and time.monotonic() < deadline and select.select([rfd], [], [], 0)[0]:
+                chunk = os.read(rfd, 1 << 20)
+                chunks.append(chunk)
+                eof = not chunk
+            return b"".join(chunks), status
+        if eof:
+            time.sleep(0.001)
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL the child's process group: the child if it still runs, and every process it started."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is gone: the child was reaped and started nothing that still runs
 
 
 def run_forked(job: Callable[[], tuple[dict, dict]], timeout: float) -> Outcome:
-    """Run job() in a forked child; return what it sent, or how it ended."""
+    """Run job() in a forked child, in a process group of its own; return what it sent, or how it ended."""
     rfd, wfd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
         os.close(rfd)
+        os.setpgid(0, 0)
         _child(job, wfd)
-    os.close(wfd)
     try:
-        data, late = _read_until(rfd, pid, timeout)
+        os.setpgid(pid, pid)  # also here, so that the group exists before the parent may kill it
+    except OSError:
+        pass  # the child got there first, or has already exited
+    os.close(wfd)
+    status = None
+    try:
+        data, status = _read_until(rfd, pid, timeout)
     finally:
         os.close(rfd)
-    if late:
-        os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    if late:
+        _kill_group(pid)  # before reaping, so the group's id cannot have been reused
+        if status is None:
+            os.waitpid(pid, 0)  # reap the killed child
+    if status is None:
         return Outcome("timeout")
     if os.WIFSIGNALED(status):
         return Outcome("crashed", code=os.WTERMSIG(status))
     try:
         info, arrays = _decode(data)
+        if not isinstance(info, dict) or info.get("status", "ok") not in JOB_STATUSES:
+            raise ValueError("not a status a job sends")  # a forged message: kinds like crashed are the parent's to say
     except Exception:  # noqa: BLE001 - nothing, or not our format: the child ended before returning
         return Outcome("exited", code=os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1)
     return Outcome(info.get("status", "ok"), info, arrays)
