@@ -534,4 +534,4 @@ def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
     return y, Cache(x, mu, xmu, var, s, inv_s, xhat, gamma_c.reshape(shape), eps, ddof, axes, axes, B, in_range)
 
 
-__all__ = ["backward_blocked", "backward_fast", "forward_fast"]
+__all__ = ["PARALLEL_MIN_ELEMENTS", "backward_blocked", "backward_fast", "forward_fast"]
