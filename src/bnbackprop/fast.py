@@ -192,8 +192,9 @@ _FLAGS = {"reassoc", "contract", "nsz"}
 # Partial sums in the array's dtype cover at most this many rows (or one NCHW row) before they join
 # float64 totals: float32 rounding then grows with 64 (split over the SIMD lanes), not with N.
 ROWS_PER_BLOCK = 64
-# Below this many elements the parallel kernels run on one thread: waking a second thread costs more
-# than it saves (measured by benchmarks/bench.py, see benchmarks/README.md).
+# Below this many elements the parallel kernels run on one thread, since waking a second thread costs
+# more than it saves on small arrays. The value is a choice, not a measurement: no benchmark run has yet
+# located where splitting starts to pay (benchmarks/README.md).
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
