@@ -48,3 +48,30 @@
     };
   });
 })();
+
+// On a page with saved widgets, MathJax typesets the page's math once the widgets are on screen.
+// Both are long tasks on the page's one main thread; typesetting first kept the explorer dead for
+// a third of a second more, and the explorer is what the reader acts on. This script runs before
+// MathJax's (deferred) and so can still set MathJax's startup.pageReady in its configuration.
+(function () {
+  var mj = window.MathJax;
+  var saved = document.querySelector('script[type="application/vnd.jupyter.widget-state+json"]');
+  if (!mj || !saved || (mj.startup && mj.startup.pageReady)) return;
+  function shown() {  // every saved widget view has its rendered area (the manager puts it just before)
+    var views = document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]');
+    return document.readyState !== "loading" && Array.prototype.every.call(views, function (view) {
+      var area = view.previousElementSibling;
+      return area && area.classList.contains("widget-subarea") && area.firstElementChild;
+    });
+  }
+  var widgetsShown = new Promise(function (resolve) {
+    var started = Date.now();
+    (function poll() {  // at most 10 s: math is never held back for long by a widget that fails
+      if (shown() || Date.now() - started > 10000) resolve(); else setTimeout(poll, 25);
+    })();
+  });
+  mj.startup = mj.startup || {};
+  mj.startup.pageReady = function () {
+    return widgetsShown.then(function () { return window.MathJax.startup.defaultPageReady(); });
+  };
+})();

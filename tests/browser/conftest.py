@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HTML = ROOT / "_build" / "html"
 ARTIFACTS = ROOT / "test-artifacts"
 # What the HTML is built from; a build older than any of these is stale.
-BOOK_SOURCES = ("book", "_vendor", "_static", "_config.yml", "_toc.yml")
+BOOK_SOURCES = ("book", "_vendor", "_static", "_templates", "_config.yml", "_toc.yml")
 # Headless, and quiet: no background networking, updates or sync (this machine has no internet).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]

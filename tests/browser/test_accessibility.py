@@ -73,3 +73,62 @@ def test_every_image_says_what_it_shows(browser, base_url, name):
         assert bad == [], f"images without alt text that says what they show: {bad}"
     finally:
         context.close()
+
+
+# Dark mode, beyond axe (which leaves text over images, gradients or unrendered sections as
+# "incomplete" rather than passing or failing it): the colours a reader actually gets.
+# Each text element's colour against the first opaque background behind it (WCAG contrast ratio),
+# and each figure's backdrop: a figure with transparent pixels must sit on a light background,
+# since matplotlib draws black ink.
+DARK_MODE_JS = """() => {
+  const rgb = c => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+      .reduce((a, v, i) => a + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const backdrop = el => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgb(getComputedStyle(e).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] === 1)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+  const texts = [...document.querySelectorAll(
+      '.jupyter-widgets .widget-label, .jupyter-widgets .widget-readout, .jupyter-widgets select, ' +
+      '.jupyter-widgets .widget-html-content, main table th, main table td, main figcaption, main p')]
+    .filter(el => el.textContent.trim() && el.getClientRects().length && !el.closest('mjx-container'))
+    .map(el => ({what: el.tagName.toLowerCase() + '.' + [...el.classList].join('.') + ': ' + el.textContent.trim().slice(0, 40),
+                 ratio: ratio(rgb(getComputedStyle(el).color).slice(0, 3), backdrop(el))}));
+  const figures = [...document.querySelectorAll('main img')].filter(img => img.naturalWidth > 0).map(img => {
+    const canvas = document.createElement('canvas');
+    canvas.width = Math.min(img.naturalWidth, 200); canvas.height = Math.min(img.naturalHeight, 200);
+    const ctx = canvas.getContext('2d');
+    ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
+    const px = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+    let transparent = false;
+    for (let i = 3; i < px.length; i += 4) if (px[i] < 250) { transparent = true; break; }
+    return {src: img.src.slice(0, 60), transparent, backdrop: lum(backdrop(img))};
+  });
+  return {texts, figures};
+}"""
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_dark_mode_keeps_text_and_figures_readable(browser, base_url, name):
+    """In the theme's dark mode: widget labels, readouts and menus, tables, captions and prose reach
+    WCAG AA contrast (4.5:1) against what is behind them; every figure shows on a light ground."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="dark")
+    context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base_url) else route.abort())
+    page = context.new_page()
+    page.set_default_timeout(WAIT)
+    try:
+        page.goto(f"{base_url}/{name}.html", wait_until="load")
+        settle(page)
+        assert page.evaluate("() => document.documentElement.dataset.theme") == "dark"
+        found = page.evaluate(DARK_MODE_JS)
+        assert found["texts"], "no text checked: the selectors no longer match the page"
+        low = [f"{t['what']} ({t['ratio']:.2f}:1)" for t in found["texts"] if t["ratio"] < 4.5]
+        assert low == [], f"text below 4.5:1 in dark mode: {low[:10]}"
+        dark = [f["src"] for f in found["figures"] if f["transparent"] and f["backdrop"] < 0.5]
+        assert dark == [], f"figures with transparent pixels on a dark background: {dark}"
+    finally:
+        context.close()

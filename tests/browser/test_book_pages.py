@@ -172,6 +172,14 @@ def test_no_cdn_in_built_html(site):
     assert {k: v for k, v in found.items() if v} == {}
 
 
+def test_no_page_loads_fontawesome_js(site):
+    """The theme's icons come from its web font; _templates/layout.html drops the SVG+JS form (543 KB
+    gzipped, and main-thread time on every page before a widget responds)."""
+    pages = [p for p in site.rglob("*.html") if "_static" not in p.parts]
+    assert len(pages) > 15
+    assert [str(p.relative_to(site)) for p in pages if "fontawesome.js" in p.read_text(errors="replace")] == []
+
+
 def test_reader_features(browser, base_url, site):
     """Search finds a word; numbered chapters; .ipynb downloads; launch buttons made from the repository URL, if any."""
     url = repository_url(ROOT)

@@ -21,7 +21,7 @@ from tools.build import build_book
 from tools.repository import ENV, HOW_TO_ENABLE, repository_url
 
 ROOT = Path(__file__).resolve().parents[2]
-BOOK_FILES = ("book", "_config.yml", "_toc.yml", "_static", "_vendor", "tools")
+BOOK_FILES = ("book", "_config.yml", "_toc.yml", "_static", "_templates", "_vendor", "tools")
 LAUNCH = re.compile(r"mybinder\.org|colab\.research\.google\.com|hub\.2i2c\.cloud|git-pull\?repo")
 PLACEHOLDERS = re.compile(r"github\.com/bnbackprop|executablebooks/jupyter-book|github\.com/example")
 LONE_CHAPTER = "03_triangle.ipynb"
