@@ -38,6 +38,9 @@ REUSED = [
     ("n or m for a count or a mean in Chan's or Welford's update (B and mu are the table's)", "markdown",
      r"\bn_\{?[kab]\}?|\bm_\{?[ab]\}?\b|\bm_\{?n"),
     ("g for the gradient at xbar (that is v; g is gamma * dy)", "markdown", r"upstream \$g\$|random \$g\$|type \$g\$"),
+    ("std for sqrt(var + eps) in code (the table's s; it is the standard deviation only at eps = 0)", "code",
+     r"\bstd\b"),
+    ("the penalty written with P (P is the backward's projection)", "markdown", r"\\mathcal\{P\}"),
 ]
 
 
@@ -66,6 +69,8 @@ def test_the_patterns_catch_what_they_forbid():
         REUSED[2][2]: "G = batchnorm_graph(x, gamma, beta)",
         REUSED[3][2]: r"$\mu = \mu_a + \delta\,\frac{n_b}{n}$ and $m_{n-1}$",
         REUSED[4][2]: "for a random $g$: the direct path sends",
+        REUSED[5][2]: "    std = np.sqrt(var + eps)",
+        REUSED[6][2]: r"$\mathcal{P} = \tfrac{1}{2}\|\partial\ell/\partial X\|^2$",
     }
     for pattern, text in old.items():
         assert re.search(pattern, text, re.M), pattern
