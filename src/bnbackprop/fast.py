@@ -41,6 +41,36 @@ njit = numba.njit
 BLOCK_BYTES = 1 << 18
 
 
+def _lazy(name: str) -> property:
+    """A Cache field that forward_fast leaves unwritten: xmu = x - mu and xhat = xmu*inv_s, computed when first read."""
+
+    def read(cache):
+        if cache.__dict__[name] is None:
+            xmu = cache.x - cache.mu  # the same two roundings as `forward`, so the same values
+            cache.__dict__["xmu"], cache.__dict__["xhat"] = xmu, xmu * cache.inv_s
+        return cache.__dict__[name]
+
+    def write(cache, value):  # the frozen dataclass's __init__ sets every field through object.__setattr__
+        cache.__dict__[name] = value
+
+    return property(read, write, doc=f"{name}, computed from x, mu and inv_s when first read")
+
+
+class LazyCache(Cache):
+    """forward_fast's Cache: it keeps x itself (no copy), and xmu and xhat are computed from x when first read.
+
+    Like PyTorch, which saves x and recomputes xhat in its backward, forward_fast writes only y; so x must not be
+    changed in place before the backward (a copy, `forward_fast(x.copy(), ...)`, keeps it safe).
+    """
+
+    xmu = _lazy("xmu")
+    xhat = _lazy("xhat")
+
+    def computed(self) -> bool:
+        """Have xmu and xhat been computed (read by someone) yet?"""
+        return self.__dict__["xhat"] is not None
+
+
 def _rows(a: np.ndarray) -> np.ndarray:
     """View a C-contiguous (N, C, ...) array as rows: (N, C) for 2-D input, (N*C, M) otherwise."""
     if a.ndim == 2:
@@ -92,8 +122,8 @@ def _apply(dy2, xhat2, coef, out2, blocks, tmp, by_row) -> bool:
 
 
 def _check_out(out, cache) -> np.ndarray:
-    """A preallocated dx must have x's shape and dtype, be C-contiguous and writeable, and not overlap xhat."""
-    shape, dtype = cache.xhat.shape, cache.x.dtype
+    """A preallocated dx must have x's shape and dtype, and be C-contiguous and writeable."""
+    shape, dtype = cache.x.shape, cache.x.dtype
     if not isinstance(out, np.ndarray):
         raise ValueError(f"out must be a numpy array of shape {shape} and dtype {dtype}; got {type(out).__name__}")
     if out.shape != shape or out.dtype != dtype:
@@ -102,13 +132,13 @@ def _check_out(out, cache) -> np.ndarray:
         )
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError("out must be a C-contiguous, writeable array, like np.empty_like(x)")
-    if np.may_share_memory(out, cache.xhat):
-        raise ValueError("out overlaps cache.xhat, which the second pass still reads; pass a separate array (out=dy is fine)")
     return out
 
 
-def _refuse_partial_overlap(out, dy):
-    """out may be dy itself (each element is read before it is written), but not a shifted view of it."""
+def _refuse_overlap(out, dy, src, name):
+    """out may be dy itself (each element is read before it is written), but not a shifted view of it, nor `src`."""
+    if np.may_share_memory(out, src):
+        raise ValueError(f"out overlaps {name}, which the second pass still reads; pass a separate array (out=dy is fine)")
     if np.shares_memory(out, dy) and out.__array_interface__["data"][0] != dy.__array_interface__["data"][0]:
         raise ValueError("out overlaps dy only partly, so the second pass would read values it already wrote; "
                          "pass out=dy itself or a separate array")
@@ -116,28 +146,37 @@ def _refuse_partial_overlap(out, dy):
 
 def _check_dy_fast(dy, cache: Cache) -> np.ndarray:
     """Shape and dtype only: a finite check would cost a pass; a NaN or inf in dy reaches the sums and dx instead."""
-    xhat = cache.xhat
-    if type(dy) is np.ndarray and dy.shape == xhat.shape and dy.dtype == xhat.dtype == cache.x.dtype:
+    if type(dy) is np.ndarray and dy.shape == cache.x.shape and dy.dtype == cache.x.dtype == cache.inv_s.dtype:
         return dy
     return checked_dy(dy, cache)
 
 
-def _prepare(dy, cache, out):
-    """Checked, C-contiguous (dy, xhat, out) for a batch norm cache, in the dtype the cache computes in."""
+def _source(cache: Cache):
+    """(src, shift, scale) with xhat = (src - shift)*scale per channel: x itself for a LazyCache, else xhat, 0, 1."""
+    ch, dtype = cache.x.shape[1], cache.inv_s.dtype
+    if isinstance(cache, LazyCache) and not cache.computed():
+        return cache.x, cache.mu.reshape(ch), cache.inv_s.reshape(ch), "x (forward_fast's cache keeps x itself)"
+    return np.ascontiguousarray(cache.xhat), np.zeros(ch, dtype), np.ones(ch, dtype), "cache.xhat"
+
+
+def _prepare(dy, cache, out, lazy=True):
+    """Checked, C-contiguous (dy, (src, shift, scale), out) for a batch norm cache, in the dtype it computes in."""
     if not isinstance(cache, Cache):
         raise ValueError(f"cache must be the Cache returned by batchnorm.forward; got {type(cache).__name__}")
     user_out = None if out is None else _check_out(out, cache)
     dy = np.ascontiguousarray(_check_dy_fast(dy, cache))
-    xhat = cache.xhat
-    if cache.axes != reduce_axes(xhat.ndim) or cache.param_axes != cache.axes:
-        raise ValueError(
-            f"this backward handles batch norm's axes {reduce_axes(xhat.ndim)} only; the cache has {cache.axes}"
-        )
+    ndim = cache.x.ndim
+    if cache.axes != reduce_axes(ndim) or cache.param_axes != cache.axes:
+        raise ValueError(f"this backward handles batch norm's axes {reduce_axes(ndim)} only; the cache has {cache.axes}")
+    if not lazy:
+        cache.xhat  # noqa: B018 (computes a LazyCache's xhat, so that _source returns it)
+    src, shift, scale, name = _source(cache)
     if user_out is not None:
-        _refuse_partial_overlap(user_out, dy)
+        _refuse_overlap(user_out, dy, src, name)
     # float16 is computed in float32 (as `batchnorm.backward` does) and copied into the caller's out at the end.
-    work_out = user_out if user_out is not None and user_out.dtype == xhat.dtype else np.empty(xhat.shape, xhat.dtype)
-    return dy, np.ascontiguousarray(xhat), work_out
+    dtype = cache.inv_s.dtype
+    work_out = user_out if user_out is not None and user_out.dtype == dtype else np.empty(cache.x.shape, dtype)
+    return dy, (src, shift, scale), work_out
 
 
 def _finish(dy, cache, grads, out, in_place=False):
@@ -159,14 +198,14 @@ def _finish(dy, cache, grads, out, in_place=False):
 def _coefficients(dy, cache, dbeta, dgamma, ch):
     """Per-channel (a, b, c) of dx = a*dy + b*xhat + c, from gamma*inv_s and the two sums."""
     a = cache.gamma.reshape(ch) * cache.inv_s.reshape(ch)
-    one = cache.xhat.dtype.type(1)  # 1/B in the array's precision (a Python float would round longdouble's)
+    one = cache.inv_s.dtype.type(1)  # 1/B in the array's precision (a Python float would round longdouble's)
     return a, a * dgamma * -(one / (cache.B - cache.ddof)), a * dbeta * -(one / cache.B)
 
 
 def backward_blocked(dy, cache: Cache, out=None):
     """numpy only: same (dx, dgamma, dbeta) as `batchnorm.backward`, two cache-blocked passes, BLAS sums."""
     user_out = out
-    dy, xhat, out = _prepare(dy, cache, out)
+    dy, (xhat, _, _), out = _prepare(dy, cache, out, lazy=False)
     n, ch = xhat.shape[:2]
     by_row = xhat.ndim > 2
     dy2, xhat2, out2 = _rows(dy), _rows(xhat), _rows(out)
@@ -199,57 +238,59 @@ PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _col_sums(dy, xhat, j0, j1, dgamma, dbeta):
-    """(N, D) columns j0:j1: dbeta += sum(dy), dgamma += sum(dy*xhat) over the rows, 4 rows per sweep."""
-    n = dy.shape[0]
-    part_b, part_g = np.zeros(j1 - j0, dy.dtype), np.zeros(j1 - j0, dy.dtype)
-    for i0 in range(0, n, ROWS_PER_BLOCK):
-        i1 = min(i0 + ROWS_PER_BLOCK, n)
-        i = i0
-        while i + 4 <= i1:  # four rows per sweep: each partial sum is loaded and stored once per 4 rows
-            for j in range(j0, j1):
+def _col_sums(dy, src, shift, scale, i0, i1, dgamma, dbeta):
+    """(N, D) rows i0:i1: dbeta += sum(dy), dgamma += sum(dy*xhat) per column, xhat = (src - shift)*scale."""
+    d = dy.shape[1]
+    part_b, part_g = np.zeros(d, dy.dtype), np.zeros(d, dy.dtype)
+    for b0 in range(i0, i1, ROWS_PER_BLOCK):
+        b1 = min(b0 + ROWS_PER_BLOCK, i1)
+        i = b0
+        while i + 4 <= b1:  # four rows per sweep: each partial sum is loaded and stored once per 4 rows
+            for j in range(d):
                 v0, v1, v2, v3 = dy[i, j], dy[i + 1, j], dy[i + 2, j], dy[i + 3, j]
-                part_b[j - j0] += (v0 + v1) + (v2 + v3)
-                part_g[j - j0] += (v0 * xhat[i, j] + v1 * xhat[i + 1, j]) + (v2 * xhat[i + 2, j] + v3 * xhat[i + 3, j])
+                h = shift[j]
+                part_b[j] += (v0 + v1) + (v2 + v3)
+                part_g[j] += ((v0 * (src[i, j] - h) + v1 * (src[i + 1, j] - h))
+                              + (v2 * (src[i + 2, j] - h) + v3 * (src[i + 3, j] - h)))
             i += 4
-        for i in range(i, i1):
-            for j in range(j0, j1):
-                part_b[j - j0] += dy[i, j]
-                part_g[j - j0] += dy[i, j] * xhat[i, j]
-        for j in range(j0, j1):
-            dbeta[j] += part_b[j - j0]
-            dgamma[j] += part_g[j - j0]
-            part_b[j - j0], part_g[j - j0] = 0, 0
+        for i in range(i, b1):
+            for j in range(d):
+                part_b[j] += dy[i, j]
+                part_g[j] += dy[i, j] * (src[i, j] - shift[j])
+        for j in range(d):
+            dbeta[j] += part_b[j]
+            dgamma[j] += part_g[j] * scale[j]
+            part_b[j], part_g[j] = 0, 0
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _col_apply(dy, xhat, a, b, c, out, j0, j1):
-    """(N, D) columns j0:j1: dx = a*dy + b*xhat + c; returns 0 unless some dx is inf or NaN."""
+def _col_apply(dy, src, shift, scale, a, b, c, out, i0, i1):
+    """(N, D) rows i0:i1: dx = a*dy + b*xhat + c; returns 0 unless some dx is inf or NaN."""
     chk = dy[0, 0] * 0
-    for i in range(dy.shape[0]):
-        for j in range(j0, j1):
-            o = a[j] * dy[i, j] + b[j] * xhat[i, j] + c[j]
+    for i in range(i0, i1):
+        for j in range(dy.shape[1]):
+            o = a[j] * dy[i, j] + b[j] * ((src[i, j] - shift[j]) * scale[j]) + c[j]
             out[i, j] = o
             chk += o * 0  # free beside the memory traffic
     return chk
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _row_sums(dy, xhat, r):
-    """sum(dy) and sum(dy*xhat) of row r in the array's dtype (split over SIMD lanes), as float64."""
+def _row_sums(dy, src, h, sk, r):
+    """sum(dy) and sum(dy*xhat), xhat = (src - h)*sk, of row r in the array's dtype (split over SIMD lanes), as float64."""
     s_dy, s_dyx = dy[r, 0] * 0, dy[r, 0] * 0  # zeros of dy's dtype; a NaN in dy still propagates
     for m in range(dy.shape[1]):
         s_dy += dy[r, m]
-        s_dyx += dy[r, m] * xhat[r, m]
-    return np.float64(s_dy), np.float64(s_dyx)
+        s_dyx += dy[r, m] * (src[r, m] - h)
+    return np.float64(s_dy), np.float64(s_dyx * sk)
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _row_apply(dy, xhat, ak, bk, ck, out, r):
+def _row_apply(dy, src, h, sk, ak, bk, ck, out, r):
     """dx = a*dy + b*xhat + c along row r; returns 0 unless some dx is inf or NaN."""
     chk = dy[r, 0] * 0
     for m in range(dy.shape[1]):
-        o = ak * dy[r, m] + bk * xhat[r, m] + ck
+        o = ak * dy[r, m] + bk * ((src[r, m] - h) * sk) + ck
         out[r, m] = o
         chk += o * 0
     return chk
@@ -276,48 +317,50 @@ def _store_sums(dgamma, dbeta, dgamma_out, dbeta_out):
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _backward_cols_jit(dy, xhat, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out):
+def _backward_cols_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out):
     """(N, D) on one thread: column sums in one pass over the rows, then dx in a second pass."""
-    d = dy.shape[1]
+    n, d = dy.shape
     dgamma, dbeta = np.zeros(d), np.zeros(d)
-    _col_sums(dy, xhat, 0, d, dgamma, dbeta)
+    _col_sums(dy, src, shift, scale, 0, n, dgamma, dbeta)
     a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta)
-    return _col_apply(dy, xhat, a, b, c, out, 0, d) + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
+    return _col_apply(dy, src, shift, scale, a, b, c, out, 0, n) + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
 
 
 @njit(cache=True, fastmath=_FLAGS, parallel=True)
-def _backward_cols_par(dy, xhat, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, chunks):
-    """(N, D) with the columns split into `chunks` contiguous chunks, one per thread, each pass in parallel."""
-    d = dy.shape[1]
-    dgamma, dbeta = np.zeros(d), np.zeros(d)
+def _backward_cols_par(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, chunks):
+    """(N, D) with the rows split into `chunks` contiguous blocks, one per thread; per-block sums join in float64."""
+    n, d = dy.shape
+    dgamma_t, dbeta_t = np.zeros((chunks, d)), np.zeros((chunks, d))
     for t in numba.prange(chunks):
-        _col_sums(dy, xhat, t * d // chunks, (t + 1) * d // chunks, dgamma, dbeta)
+        _col_sums(dy, src, shift, scale, t * n // chunks, (t + 1) * n // chunks, dgamma_t[t], dbeta_t[t])
+    dgamma, dbeta = dgamma_t.sum(axis=0), dbeta_t.sum(axis=0)  # a fixed order: the same result every run
     a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta)
     chk = np.zeros(chunks, dy.dtype)
     for t in numba.prange(chunks):
-        chk[t] = _col_apply(dy, xhat, a, b, c, out, t * d // chunks, (t + 1) * d // chunks)
+        chk[t] = _col_apply(dy, src, shift, scale, a, b, c, out, t * n // chunks, (t + 1) * n // chunks)
     return chk.sum() + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _backward_rows_jit(dy, xhat, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out):
+def _backward_rows_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out):
     """(N*C, M) rows, row r in channel r % C, on one thread: row sums, channel sums, then dx row by row."""
     ch = gamma.shape[0]
     dgamma, dbeta = np.zeros(ch), np.zeros(ch)
     for r in range(dy.shape[0]):
-        s_dy, s_dyx = _row_sums(dy, xhat, r)
-        dbeta[r % ch] += s_dy
-        dgamma[r % ch] += s_dyx
+        k = r % ch
+        s_dy, s_dyx = _row_sums(dy, src, shift[k], scale[k], r)
+        dbeta[k] += s_dy
+        dgamma[k] += s_dyx
     a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta)
     chk = dy[0, 0] * 0
     for r in range(dy.shape[0]):
         k = r % ch
-        chk += _row_apply(dy, xhat, a[k], b[k], c[k], out, r)
+        chk += _row_apply(dy, src, shift[k], scale[k], a[k], b[k], c[k], out, r)
     return chk + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
 
 
 @njit(cache=True, fastmath=_FLAGS, parallel=True)
-def _backward_rows_par(dy, xhat, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, chunks):
+def _backward_rows_par(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, chunks):
     """(N*C, M) rows with the channels split over the threads (`chunks` is unused): each channel on one thread."""
     ch = gamma.shape[0]
     n = dy.shape[0] // ch
@@ -326,13 +369,13 @@ def _backward_rows_par(dy, xhat, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, d
     chk = np.zeros(ch, dy.dtype)
     for k in numba.prange(ch):
         for i in range(n):
-            s_dy, s_dyx = _row_sums(dy, xhat, i * ch + k)
+            s_dy, s_dyx = _row_sums(dy, src, shift[k], scale[k], i * ch + k)
             dbeta[k] += s_dy
             dgamma[k] += s_dyx
         bk = dy.dtype.type(-np.float64(a[k]) * dgamma[k] * inv_bd)
         ck = dy.dtype.type(-np.float64(a[k]) * dbeta[k] * inv_b)
         for i in range(n):
-            chk[k] += _row_apply(dy, xhat, a[k], bk, ck, out, i * ch + k)
+            chk[k] += _row_apply(dy, src, shift[k], scale[k], a[k], bk, ck, out, i * ch + k)
     return chk.sum() + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
 
 
@@ -369,21 +412,21 @@ def backward_fast(dy, cache: Cache, out=None, threads=1):
     """
     threads = _check_threads(threads)
     user_out = out
-    dy, xhat, out = _prepare(dy, cache, out)
-    if xhat.dtype.type not in (np.float32, np.float64):
+    dy, (src, shift, scale), out = _prepare(dy, cache, out)
+    if src.dtype.type not in (np.float32, np.float64):
         return _finish(dy, cache, None, user_out)
-    ch = xhat.shape[1]
-    dgamma, dbeta = np.empty(ch, xhat.dtype), np.empty(ch, xhat.dtype)
-    nchw = xhat.ndim > 2
+    ch = src.shape[1]
+    dgamma, dbeta = np.empty(ch, src.dtype), np.empty(ch, src.dtype)
+    nchw = src.ndim > 2
     serial, parallel = (_backward_rows_jit, _backward_rows_par) if nchw else (_backward_cols_jit, _backward_cols_par)
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # _finish checks the result
-        chk = _run(serial, parallel, threads, xhat.size, _rows(dy), _rows(xhat), cache.gamma.reshape(ch),
+        chk = _run(serial, parallel, threads, src.size, _rows(dy), _rows(src), shift, scale, cache.gamma.reshape(ch),
                    cache.inv_s.reshape(ch), 1.0 / (cache.B - cache.ddof), 1.0 / cache.B, _rows(out), dgamma, dbeta)
     return _finish(dy, cache, (out, dgamma, dbeta) if np.isfinite(chk) else None, user_out, in_place=np.shares_memory(out, dy))
 
 
 # The tuned forward. Pass 1 reads x once for sums shifted by one value of each channel (so an offset
-# does not cancel digits away); pass 2 reads x and writes xmu, xhat and y. The shifted one-pass
+# does not cancel digits away); pass 2 reads x and writes y alone (xmu and xhat are left to LazyCache). The shifted one-pass
 # variance s2 - s1**2/B loses digits when the mean is far from the shift in units of the spread;
 # where it loses more than CANCEL_BITS of float64's 53, `forward_fast` falls back to `forward`.
 CANCEL_BITS = 20
@@ -443,8 +486,8 @@ def _statistics(s1, s2, shift, B, ddof, eps, mu, var, s, inv_s):
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _normalize_rows(x, mu, inv_s, gamma, beta, xmu, xhat, y):
-    """(rows, M), row r in channel r % C: xmu = x - mu, xhat = xmu*inv_s, y = gamma*xhat + beta in one sweep."""
+def _normalize_rows(x, mu, inv_s, gamma, beta, y):
+    """(rows, M), row r in channel r % C: y = gamma*xhat + beta with xhat = (x - mu)*inv_s, in one sweep."""
     ch = mu.shape[0]
     chk = x[0, 0] * 0
     for r in range(x.shape[0]):
@@ -454,13 +497,13 @@ def _normalize_rows(x, mu, inv_s, gamma, beta, xmu, xhat, y):
             v = x[r, m] - mk
             h = v * ik
             o = gk * h + bk
-            xmu[r, m], xhat[r, m], y[r, m] = v, h, o
+            y[r, m] = o
             chk += o * 0  # 0 unless some y is inf or NaN
     return chk
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _normalize_cols(x, mu, inv_s, gamma, beta, xmu, xhat, y):
+def _normalize_cols(x, mu, inv_s, gamma, beta, y):
     """(N, D): the same sweep with per-column statistics."""
     chk = x[0, 0] * 0
     for i in range(x.shape[0]):
@@ -468,13 +511,13 @@ def _normalize_cols(x, mu, inv_s, gamma, beta, xmu, xhat, y):
             v = x[i, j] - mu[j]
             h = v * inv_s[j]
             o = gamma[j] * h + beta[j]
-            xmu[i, j], xhat[i, j], y[i, j] = v, h, o
+            y[i, j] = o
             chk += o * 0
     return chk
 
 
 @njit(cache=True)
-def _forward_jit(x, gamma, beta, eps, ddof, nchw, xmu, xhat, y, mu, var, s, inv_s):
+def _forward_jit(x, gamma, beta, eps, ddof, nchw, y, mu, var, s, inv_s):
     """Both passes and the statistics between them; False where `forward` must take over (non-finite, cancellation)."""
     ch = mu.shape[0]
     if not (np.isfinite(gamma).all() and np.isfinite(beta).all()):
@@ -489,7 +532,7 @@ def _forward_jit(x, gamma, beta, eps, ddof, nchw, xmu, xhat, y, mu, var, s, inv_
         _moments_cols(x, shift, s1, s2)
     if not _statistics(s1, s2, shift, B, ddof, eps, mu, var, s, inv_s):
         return False
-    chk = _normalize_rows(x, mu, inv_s, gamma, beta, xmu, xhat, y) if nchw else _normalize_cols(x, mu, inv_s, gamma, beta, xmu, xhat, y)
+    chk = _normalize_rows(x, mu, inv_s, gamma, beta, y) if nchw else _normalize_cols(x, mu, inv_s, gamma, beta, y)
     return np.isfinite(chk)
 
 
@@ -507,7 +550,10 @@ def _param(p, ch, dtype):
 
 
 def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
-    """Same (y, cache) as `batchnorm.forward` in two fused passes (numba).
+    """Same y as `batchnorm.forward` in two fused passes (numba), and a LazyCache that keeps x itself.
+
+    Only y is written, as in PyTorch: the cache's xmu and xhat are computed when first read, and
+    `backward_fast` recomputes xhat from x inside its passes, so x must not change before the backward.
 
     float16 and longdouble x, eps below MIN_EPS (eps = 0 needs forward's zero-variance check),
     non-finite or refused input, statistics beyond the dtype and the rare channel whose shifted
@@ -521,10 +567,10 @@ def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
     if gamma_c is None or beta_c is None or x.size // ch < 2:  # forward refuses a batch of one value per channel
         return forward(x, gamma, beta, eps=eps, ddof=ddof)
     x = np.ascontiguousarray(x)
-    xmu, xhat, y = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    y = np.empty_like(x)
     shape = param_shape(x.ndim, ch)
     mu, var, s, inv_s = (np.empty(shape, x.dtype) for _ in range(4))
-    if not _forward_jit(_rows(x), gamma_c, beta_c, eps, ddof, x.ndim > 2, _rows(xmu), _rows(xhat), _rows(y),
+    if not _forward_jit(_rows(x), gamma_c, beta_c, eps, ddof, x.ndim > 2, _rows(y),
                         mu.reshape(ch), var.reshape(ch), s.reshape(ch), inv_s.reshape(ch)):
         return forward(x, gamma, beta, eps=eps, ddof=ddof)  # refuses a NaN with its name, or computes exactly
     axes = reduce_axes(x.ndim)
@@ -532,7 +578,7 @@ def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
     # as `forward` decides it: are gamma and s near enough to 1 that a backward needs no rescaling?
     g = np.abs(gamma_c)
     in_range = _in_window([math.frexp(float(v))[1] for v in (g.min(), g.max(), s.min(), s.max())], x.dtype, B)
-    return y, Cache(x, mu, xmu, var, s, inv_s, xhat, gamma_c.reshape(shape), eps, ddof, axes, axes, B, in_range)
+    return y, LazyCache(x, mu, None, var, s, inv_s, None, gamma_c.reshape(shape), eps, ddof, axes, axes, B, in_range)
 
 
-__all__ = ["PARALLEL_MIN_ELEMENTS", "backward_blocked", "backward_fast", "forward_fast"]
+__all__ = ["PARALLEL_MIN_ELEMENTS", "LazyCache", "backward_blocked", "backward_fast", "forward_fast"]
