@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bnbackprop import fast
-from bnbackprop.batchnorm import backward, forward
+from bnbackprop.batchnorm import Cache, backward, forward
 from bnbackprop.fast import backward_fast, forward_fast
 
 FIELDS = ("mu", "xmu", "var", "s", "inv_s", "xhat")
@@ -158,3 +160,60 @@ def test_extreme_magnitudes_match_forward(dtype, magnitude):
     # xhat is scale-free: rounding-sized differences, relative to cond, whichever path computed it
     assert np.max(np.abs(cache_f.xhat - cache.xhat)) <= 64 * np.finfo(dtype).eps * scale(x, cache)
     assert np.max(np.abs(y_f - y)) <= 64 * np.finfo(dtype).eps * scale(x, cache) * (np.max(np.abs(gamma)) + np.max(np.abs(beta)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1), offset=st.sampled_from([0.0, 3.0, -1e2]), ddof=st.sampled_from([0, 1]),
+       dtype=st.sampled_from([np.float32, np.float64]), threads=st.sampled_from([1, 2]))
+def test_backward_fast_on_a_lazy_cache_reads_x_and_agrees(shape, seed, offset, ddof, dtype, threads):
+    x, gamma, beta = batch(shape, seed, offset, dtype)
+    dy = (np.random.default_rng(seed + 1).standard_normal(shape) + 0.5).astype(dtype)
+    _, lazy = forward_fast(x, gamma, beta, ddof=ddof)
+    assert isinstance(lazy, fast.LazyCache) and not lazy.computed()
+    before = fast.PARALLEL_MIN_ELEMENTS
+    fast.PARALLEL_MIN_ELEMENTS = 0  # the parallel kernels too, on these small arrays
+    try:
+        from_x = backward_fast(dy, lazy, threads=threads)
+        assert not lazy.computed()  # xhat was recomputed inside the passes, never stored
+        from_xhat = backward_fast(dy, _eager(lazy), threads=threads)
+    finally:
+        fast.PARALLEL_MIN_ELEMENTS = before
+    want = backward(dy.astype(np.float64), forward(x.astype(np.float64), gamma.astype(np.float64),
+                                                   beta.astype(np.float64), ddof=ddof)[1])
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    size_dx = np.max(np.abs(want[0])) + np.max(np.abs(dy)) * np.max(np.abs(lazy.gamma * lazy.inv_s))
+    cond = scale(x, lazy)
+    for got, same, w, size in zip(from_x, from_xhat, want, (size_dx, None, None)):
+        size = size if size is not None else np.max(np.abs(w)) + np.sum(np.abs(dy), axis=0).max()
+        assert got.dtype == dtype
+        assert np.max(np.abs(got - same)) <= tol * cond * size  # x - mu inside the pass, or stored: rounding only
+        assert np.max(np.abs(got - w)) <= tol * cond * size
+
+
+def _eager(cache):
+    """The same statistics with xmu and xhat stored, as `forward` keeps them."""
+    return Cache(*(getattr(cache, f.name) for f in dataclasses.fields(cache)))
+
+
+@pytest.mark.parametrize("shape", [(33, 5), (3, 4, 5, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lazy_fields_are_forwards_arithmetic(shape, dtype):
+    x, gamma, beta = batch(shape, 11, 7.0, dtype)
+    _, lazy = forward_fast(x, gamma, beta)
+    xmu = x - lazy.mu
+    # the same two correctly rounded operations as `forward` on the same mu and inv_s: equal, not just close
+    np.testing.assert_array_equal(lazy.xmu, xmu)
+    np.testing.assert_array_equal(lazy.xhat, xmu * lazy.inv_s)
+    assert lazy.computed() and lazy.xhat.dtype == dtype
+
+
+def test_out_must_not_overlap_the_x_a_lazy_cache_reads():
+    x, gamma, beta = batch((16, 3), 2, 1.0)
+    dy = np.random.default_rng(2).standard_normal(x.shape)
+    _, lazy = forward_fast(x, gamma, beta)
+    with pytest.raises(ValueError, match="out overlaps x"):
+        backward_fast(dy, lazy, out=x)
+    want = backward(dy, forward(x, gamma, beta)[1])
+    buf = dy.copy()
+    dx, _, _ = backward_fast(buf, lazy, out=buf)  # out=dy: each dy is read before its dx is written
+    assert dx is buf and np.max(np.abs(dx - want[0])) <= 1e-12 * np.max(np.abs(want[0]))
