@@ -25,12 +25,13 @@ no extra memory traffic) is recomputed by the scale-safe `batchnorm.backward`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
 from ._extras import require
-from ._validate import check_finite, reduce_axes, param_shape
+from ._validate import check_finite, reduce_axes
 from .batchnorm import Cache, _in_caller_dtype, _in_window, backward, checked_dy, forward
 
 numba = require("numba", "fast", __name__)
@@ -69,6 +70,16 @@ class LazyCache(Cache):
     def computed(self) -> bool:
         """Have xmu and xhat been computed (read by someone) yet?"""
         return self.__dict__["xhat"] is not None
+
+    @classmethod
+    def _from_fields(cls, *values) -> LazyCache:
+        """The same object as cls(*values), without the frozen dataclass's per-field object.__setattr__ calls."""
+        cache = object.__new__(cls)
+        cache.__dict__.update(zip(_CACHE_FIELDS, values))
+        return cache
+
+
+_CACHE_FIELDS = tuple(f.name for f in dataclasses.fields(Cache))
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
@@ -419,10 +430,12 @@ def backward_fast(dy, cache: Cache, out=None, threads=1):
     dgamma, dbeta = np.empty(ch, src.dtype), np.empty(ch, src.dtype)
     nchw = src.ndim > 2
     serial, parallel = (_backward_rows_jit, _backward_rows_par) if nchw else (_backward_cols_jit, _backward_cols_par)
-    with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # _finish checks the result
-        chk = _run(serial, parallel, threads, src.size, _rows(dy), _rows(src), shift, scale, cache.gamma.reshape(ch),
-                   cache.inv_s.reshape(ch), 1.0 / (cache.B - cache.ddof), 1.0 / cache.B, _rows(out), dgamma, dbeta)
-    return _finish(dy, cache, (out, dgamma, dbeta) if np.isfinite(chk) else None, user_out, in_place=np.shares_memory(out, dy))
+    # numba's loops raise no floating-point warnings: an overflow shows up in chk instead
+    chk = _run(serial, parallel, threads, src.size, _rows(dy), _rows(src), shift, scale, cache.gamma.reshape(ch),
+               cache.inv_s.reshape(ch), 1.0 / (cache.B - cache.ddof), 1.0 / cache.B, _rows(out), dgamma, dbeta)
+    if np.isfinite(chk):  # every dx, dgamma and dbeta is finite, already in x's dtype and in out if given
+        return out, dgamma, dbeta
+    return _finish(dy, cache, None, user_out, in_place=np.shares_memory(out, dy))
 
 
 # The tuned forward. Pass 1 reads x once for sums shifted by one value of each channel (so an offset
@@ -517,11 +530,26 @@ def _normalize_cols(x, mu, inv_s, gamma, beta, y):
 
 
 @njit(cache=True)
-def _forward_jit(x, gamma, beta, eps, ddof, nchw, y, mu, var, s, inv_s):
-    """Both passes and the statistics between them; False where `forward` must take over (non-finite, cancellation)."""
-    ch = mu.shape[0]
+def _exponent_span(gamma, s):
+    """The largest |k| among the powers of two 2**k of min and max |gamma| and s, as `forward`'s _in_window reads them."""
+    lo_g, hi_g, lo_s, hi_s = np.inf, 0.0, np.inf, 0.0
+    for k in range(gamma.shape[0]):
+        g = abs(np.float64(gamma[k]))
+        lo_g, hi_g = min(lo_g, g), max(hi_g, g)
+        lo_s, hi_s = min(lo_s, np.float64(s[k])), max(hi_s, np.float64(s[k]))
+    return max(abs(math.frexp(lo_g)[1]), abs(math.frexp(hi_g)[1]), abs(math.frexp(lo_s)[1]), abs(math.frexp(hi_s)[1]))
+
+
+@njit(cache=True)
+def _forward_jit(x, gamma, beta, eps, ddof, nchw, y, stats):
+    """Both passes and the statistics (rows mu, var, s, inv_s of `stats`) between them.
+
+    Returns -1 where `forward` must take over (non-finite, cancellation), else the exponent span of gamma and s.
+    """
+    ch = gamma.shape[0]
     if not (np.isfinite(gamma).all() and np.isfinite(beta).all()):
-        return False  # forward names the parameter
+        return -1  # forward names the parameter
+    mu, var, s, inv_s = stats[0], stats[1], stats[2], stats[3]
     B = x.size // ch
     s1, s2 = np.zeros(ch), np.zeros(ch)
     if nchw:
@@ -531,22 +559,22 @@ def _forward_jit(x, gamma, beta, eps, ddof, nchw, y, mu, var, s, inv_s):
         shift = x[0, :].astype(np.float64)
         _moments_cols(x, shift, s1, s2)
     if not _statistics(s1, s2, shift, B, ddof, eps, mu, var, s, inv_s):
-        return False
+        return -1
     chk = _normalize_rows(x, mu, inv_s, gamma, beta, y) if nchw else _normalize_cols(x, mu, inv_s, gamma, beta, y)
-    return np.isfinite(chk)
+    return _exponent_span(gamma, s) if np.isfinite(chk) else -1
 
 
-def _param(p, ch, dtype):
-    """A copy of gamma or beta as a contiguous (C,) array of x's dtype, or None for `forward` to check and explain."""
-    if type(p) is np.ndarray and p.shape == (ch,) and p.dtype == dtype:
-        return p.copy()
+def _param(p, ch, dtype, copy):
+    """gamma or beta as a contiguous (C,) array of x's dtype (a copy if asked), or None for `forward` to explain."""
+    if type(p) is np.ndarray and p.shape == (ch,) and p.dtype == dtype and p.flags.c_contiguous:
+        return p.copy() if copy else p
     try:
         arr = np.asarray(p)
     except (TypeError, ValueError):
         return None
     if arr.shape != (ch,) or arr.dtype.kind not in "fiu":
         return None
-    return np.ascontiguousarray(arr, dtype=dtype)
+    return np.array(arr, dtype=dtype, order="C", copy=True) if copy else np.ascontiguousarray(arr, dtype=dtype)
 
 
 def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
@@ -563,22 +591,24 @@ def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
             or type(ddof) is not int or ddof not in (0, 1) or not isinstance(eps, float) or not MIN_EPS <= eps < np.inf):
         return forward(x, gamma, beta, eps=eps, ddof=ddof)
     ch = x.shape[1]
-    gamma_c, beta_c = _param(gamma, ch, x.dtype), _param(beta, ch, x.dtype)
+    gamma_c = _param(gamma, ch, x.dtype, copy=True)  # the cache keeps gamma: a copy, as `forward` keeps it
+    beta_c = _param(beta, ch, x.dtype, copy=False)  # read in this call only
     if gamma_c is None or beta_c is None or x.size // ch < 2:  # forward refuses a batch of one value per channel
         return forward(x, gamma, beta, eps=eps, ddof=ddof)
     x = np.ascontiguousarray(x)
     y = np.empty_like(x)
-    shape = param_shape(x.ndim, ch)
-    mu, var, s, inv_s = (np.empty(shape, x.dtype) for _ in range(4))
-    if not _forward_jit(_rows(x), gamma_c, beta_c, eps, ddof, x.ndim > 2, _rows(y),
-                        mu.reshape(ch), var.reshape(ch), s.reshape(ch), inv_s.reshape(ch)):
+    stats = np.empty((4, ch), x.dtype)  # mu, var, s, inv_s: one allocation, four views
+    span = _forward_jit(_rows(x), gamma_c, beta_c, eps, ddof, x.ndim > 2, _rows(y), stats)
+    if span < 0:
         return forward(x, gamma, beta, eps=eps, ddof=ddof)  # refuses a NaN with its name, or computes exactly
-    axes = reduce_axes(x.ndim)
     B = x.size // ch
+    shape = (1, ch) + (1,) * (x.ndim - 2)
+    axes = (0,) + tuple(range(2, x.ndim))
     # as `forward` decides it: are gamma and s near enough to 1 that a backward needs no rescaling?
-    g = np.abs(gamma_c)
-    in_range = _in_window([math.frexp(float(v))[1] for v in (g.min(), g.max(), s.min(), s.max())], x.dtype, B)
-    return y, LazyCache(x, mu, None, var, s, inv_s, None, gamma_c.reshape(shape), eps, ddof, axes, axes, B, in_range)
+    in_range = _in_window([span], x.dtype, B)
+    mu, var, s, inv_s = stats.reshape((4,) + shape)
+    return y, LazyCache._from_fields(x, mu, None, var, s, inv_s, None, gamma_c.reshape(shape), eps, ddof, axes, axes, B,
+                                     in_range)
 
 
 __all__ = ["PARALLEL_MIN_ELEMENTS", "LazyCache", "backward_blocked", "backward_fast", "forward_fast"]
