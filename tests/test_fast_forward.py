@@ -124,12 +124,12 @@ def test_two_threads_agree_with_one(shape, seed, ddof, dtype):
     dy = (np.random.default_rng(seed).standard_normal(shape) + 0.5).astype(dtype)
     _, cache = forward(x, gamma, beta, ddof=ddof)
     one = backward_fast(dy, cache)
-    before = fast.PARALLEL_MIN_ELEMENTS
-    fast.PARALLEL_MIN_ELEMENTS = 0  # run the parallel kernels on these small arrays too
+    before = fast.PARALLEL_MIN_BYTES
+    fast.PARALLEL_MIN_BYTES = 0  # run the parallel kernels on these small arrays too
     try:
         two = backward_fast(dy, cache, threads=2)
     finally:
-        fast.PARALLEL_MIN_ELEMENTS = before
+        fast.PARALLEL_MIN_BYTES = before
     want = backward(dy.astype(np.float64), forward(x.astype(np.float64), gamma.astype(np.float64),
                                                    beta.astype(np.float64), ddof=ddof)[1])
     tol = 1e-12 if dtype == np.float64 else 1e-5
@@ -170,14 +170,14 @@ def test_backward_fast_on_a_lazy_cache_reads_x_and_agrees(shape, seed, offset, d
     dy = (np.random.default_rng(seed + 1).standard_normal(shape) + 0.5).astype(dtype)
     _, lazy = forward_fast(x, gamma, beta, ddof=ddof)
     assert isinstance(lazy, fast.LazyCache) and not lazy.computed()
-    before = fast.PARALLEL_MIN_ELEMENTS
-    fast.PARALLEL_MIN_ELEMENTS = 0  # the parallel kernels too, on these small arrays
+    before = fast.PARALLEL_MIN_BYTES
+    fast.PARALLEL_MIN_BYTES = 0  # the parallel kernels too, on these small arrays
     try:
         from_x = backward_fast(dy, lazy, threads=threads)
         assert not lazy.computed()  # xhat was recomputed inside the passes, never stored
         from_xhat = backward_fast(dy, _eager(lazy), threads=threads)
     finally:
-        fast.PARALLEL_MIN_ELEMENTS = before
+        fast.PARALLEL_MIN_BYTES = before
     want = backward(dy.astype(np.float64), forward(x.astype(np.float64), gamma.astype(np.float64),
                                                    beta.astype(np.float64), ddof=ddof)[1])
     tol = 1e-12 if dtype == np.float64 else 1e-5

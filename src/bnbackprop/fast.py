@@ -242,10 +242,11 @@ _FLAGS = {"reassoc", "contract", "nsz"}
 # Partial sums in the array's dtype cover at most this many rows (or one NCHW row) before they join
 # float64 totals: float32 rounding then grows with 64 (split over the SIMD lanes), not with N.
 ROWS_PER_BLOCK = 64
-# Below this many elements the parallel kernels run on one thread, since waking a second thread costs
-# more than it saves on small arrays. The value is a choice, not a measurement: no benchmark run has yet
-# located where splitting starts to pay (benchmarks/README.md).
-PARALLEL_MIN_ELEMENTS = 1 << 16
+# Below this many bytes per array the parallel kernels run on one thread. Measured on the benchmark machine
+# (2-core AMD EPYC, benchmarks/README.md): a second thread paid off from 2 MiB per array in both dtypes,
+# (256, 1024) float64 and (512, 1024) float32, and cost time at 1 MiB and below, where waking it costs more
+# than half the work saves.
+PARALLEL_MIN_BYTES = 1 << 21
 
 
 @njit(cache=True, fastmath=_FLAGS)
@@ -275,12 +276,12 @@ def _col_sums(dy, src, shift, scale, i0, i1, dgamma, dbeta):
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _col_apply(dy, src, shift, scale, a, b, c, out, i0, i1):
-    """(N, D) rows i0:i1: dx = a*dy + b*xhat + c; returns 0 unless some dx is inf or NaN."""
+def _col_apply(dy, src, shift, a, b, c, out, i0, i1):
+    """(N, D) rows i0:i1: dx = a*dy + b*(src - shift) + c (b from `_coef` folds xhat's scale in); 0 unless inf/NaN."""
     chk = dy[0, 0] * 0
     for i in range(i0, i1):
         for j in range(dy.shape[1]):
-            o = a[j] * dy[i, j] + b[j] * ((src[i, j] - shift[j]) * scale[j]) + c[j]
+            o = a[j] * dy[i, j] + b[j] * (src[i, j] - shift[j]) + c[j]  # x - mu first: exact when x is near mu
             out[i, j] = o
             chk += o * 0  # free beside the memory traffic
     return chk
@@ -297,22 +298,23 @@ def _row_sums(dy, src, h, sk, r):
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _row_apply(dy, src, h, sk, ak, bk, ck, out, r):
-    """dx = a*dy + b*xhat + c along row r; returns 0 unless some dx is inf or NaN."""
+def _row_apply(dy, src, h, ak, bk, ck, out, r):
+    """dx = a*dy + b*(src - h) + c along row r (b folds xhat's scale in); returns 0 unless some dx is inf or NaN."""
     chk = dy[r, 0] * 0
     for m in range(dy.shape[1]):
-        o = ak * dy[r, m] + bk * ((src[r, m] - h) * sk) + ck
+        o = ak * dy[r, m] + bk * (src[r, m] - h) + ck
         out[r, m] = o
         chk += o * 0
     return chk
 
 
 @njit(cache=True)
-def _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta):
-    """a = gamma*inv_s, b = -a*dgamma/(B-ddof), c = -a*dbeta/B in the array's dtype, from the float64 sums."""
+def _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale):
+    """dx = a*dy + b*(src - shift) + c with xhat = (src - shift)*scale: a = gamma*inv_s, b = -a*dgamma/(B-ddof)*scale,
+    c = -a*dbeta/B, in the array's dtype, from the float64 sums (shift 0 and scale 1 where src is xhat)."""
     a = gamma * inv_s
     a64 = a.astype(np.float64)
-    b = (-a64 * dgamma * inv_bd).astype(gamma.dtype)
+    b = (-a64 * dgamma * inv_bd * scale).astype(gamma.dtype)
     c = (-a64 * dbeta * inv_b).astype(gamma.dtype)
     return a, b, c
 
@@ -333,8 +335,8 @@ def _backward_cols_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, 
     n, d = dy.shape
     dgamma, dbeta = np.zeros(d), np.zeros(d)
     _col_sums(dy, src, shift, scale, 0, n, dgamma, dbeta)
-    a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta)
-    return _col_apply(dy, src, shift, scale, a, b, c, out, 0, n) + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
+    a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
+    return _col_apply(dy, src, shift, a, b, c, out, 0, n) + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
 
 
 @njit(cache=True, fastmath=_FLAGS, parallel=True)
@@ -345,10 +347,10 @@ def _backward_cols_par(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, 
     for t in numba.prange(chunks):
         _col_sums(dy, src, shift, scale, t * n // chunks, (t + 1) * n // chunks, dgamma_t[t], dbeta_t[t])
     dgamma, dbeta = dgamma_t.sum(axis=0), dbeta_t.sum(axis=0)  # a fixed order: the same result every run
-    a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta)
+    a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
     chk = np.zeros(chunks, dy.dtype)
     for t in numba.prange(chunks):
-        chk[t] = _col_apply(dy, src, shift, scale, a, b, c, out, t * n // chunks, (t + 1) * n // chunks)
+        chk[t] = _col_apply(dy, src, shift, a, b, c, out, t * n // chunks, (t + 1) * n // chunks)
     return chk.sum() + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
 
 
@@ -362,11 +364,11 @@ def _backward_rows_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, 
         s_dy, s_dyx = _row_sums(dy, src, shift[k], scale[k], r)
         dbeta[k] += s_dy
         dgamma[k] += s_dyx
-    a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta)
+    a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
     chk = dy[0, 0] * 0
     for r in range(dy.shape[0]):
         k = r % ch
-        chk += _row_apply(dy, src, shift[k], scale[k], a[k], b[k], c[k], out, r)
+        chk += _row_apply(dy, src, shift[k], a[k], b[k], c[k], out, r)
     return chk + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
 
 
@@ -383,10 +385,10 @@ def _backward_rows_par(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, 
             s_dy, s_dyx = _row_sums(dy, src, shift[k], scale[k], i * ch + k)
             dbeta[k] += s_dy
             dgamma[k] += s_dyx
-        bk = dy.dtype.type(-np.float64(a[k]) * dgamma[k] * inv_bd)
+        bk = dy.dtype.type(-np.float64(a[k]) * dgamma[k] * inv_bd * scale[k])
         ck = dy.dtype.type(-np.float64(a[k]) * dbeta[k] * inv_b)
         for i in range(n):
-            chk[k] += _row_apply(dy, src, shift[k], scale[k], a[k], bk, ck, out, i * ch + k)
+            chk[k] += _row_apply(dy, src, shift[k], a[k], bk, ck, out, i * ch + k)
     return chk.sum() + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
 
 
@@ -402,9 +404,9 @@ def _check_threads(threads) -> int:
     return int(threads)
 
 
-def _run(serial, parallel, threads, size, *args):
+def _run(serial, parallel, threads, nbytes, *args):
     """Call the serial kernel, or the parallel one on `threads` threads when the arrays are large enough."""
-    if threads == 1 or size < PARALLEL_MIN_ELEMENTS:
+    if threads == 1 or nbytes < PARALLEL_MIN_BYTES:
         return serial(*args)
     before = numba.get_num_threads()
     numba.set_num_threads(threads)
@@ -418,7 +420,7 @@ def backward_fast(dy, cache: Cache, out=None, threads=1):
     """Same (dx, dgamma, dbeta) as `batchnorm.backward`: one fused pass for the sums, one for dx (numba).
 
     threads > 1 splits the channels over that many threads (numba's parallel loops) when x has at
-    least PARALLEL_MIN_ELEMENTS values; sums are accumulated per chunk in the array's dtype and in
+    least PARALLEL_MIN_BYTES bytes; sums are accumulated per chunk in the array's dtype and in
     float64 across chunks, so the result does not depend on the thread count beyond rounding.
     """
     threads = _check_threads(threads)
@@ -431,7 +433,7 @@ def backward_fast(dy, cache: Cache, out=None, threads=1):
     nchw = src.ndim > 2
     serial, parallel = (_backward_rows_jit, _backward_rows_par) if nchw else (_backward_cols_jit, _backward_cols_par)
     # numba's loops raise no floating-point warnings: an overflow shows up in chk instead
-    chk = _run(serial, parallel, threads, src.size, _rows(dy), _rows(src), shift, scale, cache.gamma.reshape(ch),
+    chk = _run(serial, parallel, threads, src.nbytes, _rows(dy), _rows(src), shift, scale, cache.gamma.reshape(ch),
                cache.inv_s.reshape(ch), 1.0 / (cache.B - cache.ddof), 1.0 / cache.B, _rows(out), dgamma, dbeta)
     if np.isfinite(chk):  # every dx, dgamma and dbeta is finite, already in x's dtype and in out if given
         return out, dgamma, dbeta
@@ -611,4 +613,4 @@ def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
                                      in_range)
 
 
-__all__ = ["PARALLEL_MIN_ELEMENTS", "LazyCache", "backward_blocked", "backward_fast", "forward_fast"]
+__all__ = ["PARALLEL_MIN_BYTES", "LazyCache", "backward_blocked", "backward_fast", "forward_fast"]
