@@ -355,40 +355,50 @@ def _backward_cols_par(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, 
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _backward_rows_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out):
-    """(N*C, M) rows, row r in channel r % C, on one thread: row sums, channel sums, then dx row by row."""
-    ch = gamma.shape[0]
-    dgamma, dbeta = np.zeros(ch), np.zeros(ch)
-    for r in range(dy.shape[0]):
+def _rows_sums(dy, src, shift, scale, r0, r1, dgamma, dbeta):
+    """Rows r0:r1 of (N*C, M), row r in channel r % C: dbeta[k] += sum(dy), dgamma[k] += sum(dy*xhat) over its rows."""
+    ch = dgamma.shape[0]
+    for r in range(r0, r1):
         k = r % ch
         s_dy, s_dyx = _row_sums(dy, src, shift[k], scale[k], r)
         dbeta[k] += s_dy
         dgamma[k] += s_dyx
-    a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
+
+
+@njit(cache=True, fastmath=_FLAGS)
+def _rows_apply(dy, src, shift, a, b, c, out, r0, r1):
+    """Rows r0:r1 of (N*C, M): dx = a*dy + b*(src - shift) + c with channel r % C's coefficients; 0 unless inf/NaN."""
+    ch = a.shape[0]
     chk = dy[0, 0] * 0
-    for r in range(dy.shape[0]):
+    for r in range(r0, r1):
         k = r % ch
         chk += _row_apply(dy, src, shift[k], a[k], b[k], c[k], out, r)
-    return chk + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
+    return chk
+
+
+@njit(cache=True, fastmath=_FLAGS)
+def _backward_rows_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out):
+    """(N*C, M) rows on one thread: row sums into channel sums, then dx row by row."""
+    ch, rows = gamma.shape[0], dy.shape[0]
+    dgamma, dbeta = np.zeros(ch), np.zeros(ch)
+    _rows_sums(dy, src, shift, scale, 0, rows, dgamma, dbeta)
+    a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
+    return _rows_apply(dy, src, shift, a, b, c, out, 0, rows) + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
 
 
 @njit(cache=True, fastmath=_FLAGS, parallel=True)
 def _backward_rows_par(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, chunks):
-    """(N*C, M) rows with the channels split over the threads (`chunks` is unused): each channel on one thread."""
-    ch = gamma.shape[0]
-    n = dy.shape[0] // ch
-    dgamma, dbeta = np.zeros(ch), np.zeros(ch)
-    a = gamma * inv_s
-    chk = np.zeros(ch, dy.dtype)
-    for k in numba.prange(ch):
-        for i in range(n):
-            s_dy, s_dyx = _row_sums(dy, src, shift[k], scale[k], i * ch + k)
-            dbeta[k] += s_dy
-            dgamma[k] += s_dyx
-        bk = dy.dtype.type(-np.float64(a[k]) * dgamma[k] * inv_bd * scale[k])
-        ck = dy.dtype.type(-np.float64(a[k]) * dbeta[k] * inv_b)
-        for i in range(n):
-            chk[k] += _row_apply(dy, src, shift[k], a[k], bk, ck, out, i * ch + k)
+    """(N*C, M) rows split into `chunks` contiguous blocks, one per thread (each reads memory in order);
+    per-block channel sums join in float64."""
+    ch, rows = gamma.shape[0], dy.shape[0]
+    dgamma_t, dbeta_t = np.zeros((chunks, ch)), np.zeros((chunks, ch))
+    for t in numba.prange(chunks):
+        _rows_sums(dy, src, shift, scale, t * rows // chunks, (t + 1) * rows // chunks, dgamma_t[t], dbeta_t[t])
+    dgamma, dbeta = dgamma_t.sum(axis=0), dbeta_t.sum(axis=0)  # a fixed order: the same result every run
+    a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
+    chk = np.zeros(chunks, dy.dtype)
+    for t in numba.prange(chunks):
+        chk[t] = _rows_apply(dy, src, shift, a, b, c, out, t * rows // chunks, (t + 1) * rows // chunks)
     return chk.sum() + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
 
 
@@ -419,8 +429,8 @@ def _run(serial, parallel, threads, nbytes, *args):
 def backward_fast(dy, cache: Cache, out=None, threads=1):
     """Same (dx, dgamma, dbeta) as `batchnorm.backward`: one fused pass for the sums, one for dx (numba).
 
-    threads > 1 splits the channels over that many threads (numba's parallel loops) when x has at
-    least PARALLEL_MIN_BYTES bytes; sums are accumulated per chunk in the array's dtype and in
+    threads > 1 splits the rows (for NCHW, the (n, c) rows of H*W values) into that many contiguous
+    blocks, one per thread (numba's parallel loops), when x has at least PARALLEL_MIN_BYTES bytes; sums are accumulated per chunk in the array's dtype and in
     float64 across chunks, so the result does not depend on the thread count beyond rounding.
     """
     threads = _check_threads(threads)
