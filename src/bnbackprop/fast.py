@@ -430,8 +430,9 @@ def backward_fast(dy, cache: Cache, out=None, threads=1):
     """Same (dx, dgamma, dbeta) as `batchnorm.backward`: one fused pass for the sums, one for dx (numba).
 
     threads > 1 splits the rows (for NCHW, the (n, c) rows of H*W values) into that many contiguous
-    blocks, one per thread (numba's parallel loops), when x has at least PARALLEL_MIN_BYTES bytes; sums are accumulated per chunk in the array's dtype and in
-    float64 across chunks, so the result does not depend on the thread count beyond rounding.
+    blocks, one per thread (numba's parallel loops), when x has at least PARALLEL_MIN_BYTES bytes;
+    sums are accumulated per block in the array's dtype and in float64 across blocks, so the result
+    does not depend on the thread count beyond rounding.
     """
     threads = _check_threads(threads)
     user_out = out
