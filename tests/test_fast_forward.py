@@ -88,10 +88,18 @@ def test_other_dtypes_are_computed_by_forward(dtype):
 
 
 def test_eps_zero_and_cancellation_are_computed_by_forward():
-    x = np.zeros((2**21, 1))
-    x[0] = 1.0  # the first value, the shift, is sqrt(B) spreads from the mean: s2 - s1**2/B cancels 21 bits
+    # NCHW: the shift is each channel's first value, here sqrt(B) spreads from the mean: s2 - s1**2/B cancels 21 bits
+    x = np.zeros((2**21, 1, 1))
+    x[0] = 1.0
     y_f, cache_f = forward_fast(x, np.ones(1), np.zeros(1))
+    assert not isinstance(cache_f, fast.LazyCache)  # forward computed it
     np.testing.assert_array_equal(cache_f.var, forward(x, np.ones(1), np.zeros(1))[1].var)
+    # (N, D) float32: the shift is the mean of the first 64 rows, far from the mean when those rows are unrepresentative
+    x32 = np.zeros((4096, 3), np.float32)
+    x32[:64] = 1.0
+    y_f, cache_f = forward_fast(x32, np.ones(3, np.float32), np.zeros(3, np.float32))
+    assert not isinstance(cache_f, fast.LazyCache)
+    np.testing.assert_array_equal(y_f, forward(x32, np.ones(3, np.float32), np.zeros(3, np.float32))[0])
     with pytest.raises(ValueError, match="eps = 0 with a channel of zero variance"):
         forward_fast(np.ones((4, 2)), np.ones(2), np.zeros(2), eps=0.0)
 
@@ -217,3 +225,18 @@ def test_out_must_not_overlap_the_x_a_lazy_cache_reads():
     buf = dy.copy()
     dx, _, _ = backward_fast(buf, lazy, out=buf)  # out=dy: each dy is read before its dx is written
     assert dx is buf and np.max(np.abs(dx - want[0])) <= 1e-12 * np.max(np.abs(want[0]))
+
+
+@pytest.mark.parametrize("shape", [(5000, 7), (300, 33), (70, 5)])
+@pytest.mark.parametrize("offset", [0.0, 3.0, 1e3])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_float32_variance_from_float32_partial_sums(shape, offset, seed):
+    # (N, D) float32: partial sums of x - shift in float32 over 64 rows (16 sweeps of 4, 19 roundings at most),
+    # then float64; with the shift near the mean, the variance keeps about 24 - log2(19) bits
+    x, gamma, beta = batch(shape, seed, offset, np.float32)
+    var64 = forward(x.astype(np.float64), gamma.astype(np.float64), beta.astype(np.float64))[1].var
+    var32 = forward(x, gamma, beta)[1].var
+    _, c_f = forward_fast(x, gamma, beta)
+    assert isinstance(c_f, fast.LazyCache)  # the fast path ran
+    err_fast, err_numpy = (np.abs(v.astype(np.float64) - var64) / var64 for v in (c_f.var, var32))
+    assert np.all(err_fast <= err_numpy + 32 * 2.0**-24)

@@ -451,32 +451,54 @@ def backward_fast(dy, cache: Cache, out=None, threads=1):
     return _finish(dy, cache, None, user_out, in_place=np.shares_memory(out, dy))
 
 
-# The tuned forward. Pass 1 reads x once for sums shifted by one value of each channel (so an offset
-# does not cancel digits away); pass 2 reads x and writes y alone (xmu and xhat are left to LazyCache). The shifted one-pass
-# variance s2 - s1**2/B loses digits when the mean is far from the shift in units of the spread;
-# where it loses more than CANCEL_BITS of float64's 53, `forward_fast` falls back to `forward`.
-CANCEL_BITS = 20
+# The tuned forward. Pass 1 reads x once for sums shifted by a value near each channel's mean (so an
+# offset does not cancel digits away); pass 2 reads x and writes y alone (xmu and xhat are left to
+# LazyCache). For (N, D) the shift is the mean of the first ROWS_PER_BLOCK rows and the partial sums run
+# in x's dtype over ROWS_PER_BLOCK rows, on all SIMD lanes; for NCHW the shift is the channel's first
+# value and each row's sums run in float64. The one-pass variance s2 - s1**2/B loses digits when the
+# mean is far from the shift in units of the spread: where it would lose more than CANCEL_BITS of the
+# partial sums' precision, `forward_fast` falls back to `forward`.
+CANCEL_BITS = {np.float64: 20, np.float32: 4}  # float32 partial sums keep about 20 of 24 bits before this
+CANCEL_BITS_FLOAT64 = CANCEL_BITS[np.float64]
 # With eps >= MIN_EPS, s >= 1e-15: squares that underflow in float64 (below 1e-308) cannot matter to s.
 MIN_EPS = 1e-30
 
 
+@njit(cache=True)
+def _col_shift(x):
+    """Per column, the mean of the first ROWS_PER_BLOCK rows in x's dtype: near the column's mean, so few digits cancel."""
+    m = min(x.shape[0], ROWS_PER_BLOCK)
+    acc = np.zeros(x.shape[1])
+    for i in range(m):
+        for j in range(x.shape[1]):
+            acc[j] += x[i, j]
+    return (acc / m).astype(x.dtype)
+
+
 @njit(cache=True, fastmath=_FLAGS)
-def _moments_cols(x, shift, s1, s2):
-    """(N, D): s1 = sum(x - shift), s2 = sum((x - shift)**2) per column, in float64, 4 rows per sweep."""
-    n = x.shape[0]
-    i = 0
-    while i + 4 <= n:  # each sum is loaded and stored once per 4 rows
-        for j in range(x.shape[1]):
-            t0, t1 = np.float64(x[i, j]) - shift[j], np.float64(x[i + 1, j]) - shift[j]
-            t2, t3 = np.float64(x[i + 2, j]) - shift[j], np.float64(x[i + 3, j]) - shift[j]
-            s1[j] += (t0 + t1) + (t2 + t3)
-            s2[j] += (t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3)
-        i += 4
-    for i in range(i, n):
-        for j in range(x.shape[1]):
-            t = np.float64(x[i, j]) - shift[j]
-            s1[j] += t
-            s2[j] += t * t
+def _moments_cols(x, h, s1, s2):
+    """(N, D): s1 = sum(x - h), s2 = sum((x - h)**2) per column; partial sums in x's dtype over at most
+    ROWS_PER_BLOCK rows (every SIMD lane of float32), then float64 totals, 4 rows per sweep."""
+    n, d = x.shape
+    p1, p2 = np.zeros(d, x.dtype), np.zeros(d, x.dtype)
+    for b0 in range(0, n, ROWS_PER_BLOCK):
+        b1 = min(b0 + ROWS_PER_BLOCK, n)
+        i = b0
+        while i + 4 <= b1:  # each partial sum is loaded and stored once per 4 rows
+            for j in range(d):
+                t0, t1, t2, t3 = x[i, j] - h[j], x[i + 1, j] - h[j], x[i + 2, j] - h[j], x[i + 3, j] - h[j]
+                p1[j] += (t0 + t1) + (t2 + t3)
+                p2[j] += (t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3)
+            i += 4
+        for i in range(i, b1):
+            for j in range(d):
+                t = x[i, j] - h[j]
+                p1[j] += t
+                p2[j] += t * t
+        for j in range(d):
+            s1[j] += p1[j]
+            s2[j] += p2[j]
+            p1[j], p2[j] = 0, 0
 
 
 @njit(cache=True, fastmath=_FLAGS)
@@ -495,12 +517,12 @@ def _moments_rows(x, shift, s1, s2):
 
 
 @njit(cache=True)
-def _statistics(s1, s2, shift, B, ddof, eps, mu, var, s, inv_s):
+def _statistics(s1, s2, shift, B, ddof, eps, cancel_bits, mu, var, s, inv_s):
     """mu, var, s = sqrt(var + eps), inv_s = 1/s in x's dtype (as `forward` rounds them); False if digits cancelled."""
     one = mu.dtype.type(1)
     for k in range(s1.shape[0]):
         m2 = s2[k] - s1[k] * s1[k] / B  # sum((x - mu)**2), shifted
-        if not (np.isfinite(m2) and m2 >= s2[k] * 2.0**-CANCEL_BITS):
+        if not (np.isfinite(m2) and m2 >= s2[k] * 2.0**-cancel_bits):
             return False
         mu[k] = shift[k] + s1[k] / B
         var[k] = m2 / (B - ddof)
@@ -554,7 +576,7 @@ def _exponent_span(gamma, s):
 
 
 @njit(cache=True)
-def _forward_jit(x, gamma, beta, eps, ddof, nchw, y, stats):
+def _forward_jit(x, gamma, beta, eps, ddof, nchw, cancel_bits, y, stats):
     """Both passes and the statistics (rows mu, var, s, inv_s of `stats`) between them.
 
     Returns -1 where `forward` must take over (non-finite, cancellation), else the exponent span of gamma and s.
@@ -568,10 +590,12 @@ def _forward_jit(x, gamma, beta, eps, ddof, nchw, y, stats):
     if nchw:
         shift = x[:ch, 0].astype(np.float64)
         _moments_rows(x, shift, s1, s2)
+        cancel_bits = CANCEL_BITS_FLOAT64  # float64 sums, whatever x's dtype
     else:
-        shift = x[0, :].astype(np.float64)
-        _moments_cols(x, shift, s1, s2)
-    if not _statistics(s1, s2, shift, B, ddof, eps, mu, var, s, inv_s):
+        h = _col_shift(x)
+        _moments_cols(x, h, s1, s2)
+        shift = h.astype(np.float64)
+    if not _statistics(s1, s2, shift, B, ddof, eps, cancel_bits, mu, var, s, inv_s):
         return -1
     chk = _normalize_rows(x, mu, inv_s, gamma, beta, y) if nchw else _normalize_cols(x, mu, inv_s, gamma, beta, y)
     return _exponent_span(gamma, s) if np.isfinite(chk) else -1
@@ -611,7 +635,7 @@ def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
     x = np.ascontiguousarray(x)
     y = np.empty_like(x)
     stats = np.empty((4, ch), x.dtype)  # mu, var, s, inv_s: one allocation, four views
-    span = _forward_jit(_rows(x), gamma_c, beta_c, eps, ddof, x.ndim > 2, _rows(y), stats)
+    span = _forward_jit(_rows(x), gamma_c, beta_c, eps, ddof, x.ndim > 2, CANCEL_BITS[x.dtype.type], _rows(y), stats)
     if span < 0:
         return forward(x, gamma, beta, eps=eps, ddof=ddof)  # refuses a NaN with its name, or computes exactly
     B = x.size // ch
