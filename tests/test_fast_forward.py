@@ -94,7 +94,7 @@ def test_eps_zero_and_cancellation_are_computed_by_forward():
     y_f, cache_f = forward_fast(x, np.ones(1), np.zeros(1))
     assert not isinstance(cache_f, fast.LazyCache)  # forward computed it
     np.testing.assert_array_equal(cache_f.var, forward(x, np.ones(1), np.zeros(1))[1].var)
-    # (N, D) float32: the shift is the mean of the first 64 rows, far from the mean when those rows are unrepresentative
+    # (N, D) float32: the shift is the mean of the first 8 rows, far from the mean when those rows are unrepresentative
     x32 = np.zeros((4096, 3), np.float32)
     x32[:64] = 1.0
     y_f, cache_f = forward_fast(x32, np.ones(3, np.float32), np.zeros(3, np.float32))

@@ -453,21 +453,24 @@ def backward_fast(dy, cache: Cache, out=None, threads=1):
 
 # The tuned forward. Pass 1 reads x once for sums shifted by a value near each channel's mean (so an
 # offset does not cancel digits away); pass 2 reads x and writes y alone (xmu and xhat are left to
-# LazyCache). For (N, D) the shift is the mean of the first ROWS_PER_BLOCK rows and the partial sums run
+# LazyCache). For (N, D) the shift is the mean of the first SHIFT_ROWS rows and the partial sums run
 # in x's dtype over ROWS_PER_BLOCK rows, on all SIMD lanes; for NCHW the shift is the channel's first
 # value and each row's sums run in float64. The one-pass variance s2 - s1**2/B loses digits when the
 # mean is far from the shift in units of the spread: where it would lose more than CANCEL_BITS of the
 # partial sums' precision, `forward_fast` falls back to `forward`.
 CANCEL_BITS = {np.float64: 20, np.float32: 4}  # float32 partial sums keep about 20 of 24 bits before this
 CANCEL_BITS_FLOAT64 = CANCEL_BITS[np.float64]
+# The (N, D) shift averages this many rows: (mean - shift)**2 is then about var/8, so s2 - s1**2/B keeps
+# all but a fraction of a bit, and the extra read is an eighth of one 64-row block.
+SHIFT_ROWS = 8
 # With eps >= MIN_EPS, s >= 1e-15: squares that underflow in float64 (below 1e-308) cannot matter to s.
 MIN_EPS = 1e-30
 
 
 @njit(cache=True)
 def _col_shift(x):
-    """Per column, the mean of the first ROWS_PER_BLOCK rows in x's dtype: near the column's mean, so few digits cancel."""
-    m = min(x.shape[0], ROWS_PER_BLOCK)
+    """Per column, the mean of the first SHIFT_ROWS rows in x's dtype: near the column's mean, so few digits cancel."""
+    m = min(x.shape[0], SHIFT_ROWS)
     acc = np.zeros(x.shape[1])
     for i in range(m):
         for j in range(x.shape[1]):
