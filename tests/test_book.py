@@ -12,6 +12,7 @@ import pytest
 
 from helpers import ROOT
 from tools import toc
+from tools.bootstrap import is_bootstrap
 from tools.build import build_book
 
 
@@ -38,8 +39,10 @@ def test_every_notebook_under_book_is_in_the_toc():
 
 @pytest.mark.parametrize("path", toc_notebooks(), ids=lambda p: p.name)
 def test_notebook_was_run_top_to_bottom(path):
-    """nbval passes unexecuted cells silently; this catches them, and out-of-order runs too."""
-    cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code" and c.source.strip()]
+    """nbval passes unexecuted cells silently; this catches them, and out-of-order runs too.
+    The install cell is never run when outputs are stored (tools/run_notebooks.py), only by nbval."""
+    cells = [c for c in nbformat.read(path, as_version=4).cells
+             if c.cell_type == "code" and c.source.strip() and not is_bootstrap(c)]
     counts = [c.execution_count for c in cells]
     assert None not in counts, f"{path.name}: cells {[i for i, n in enumerate(counts) if n is None]} never ran"
     assert counts == list(range(1, len(cells) + 1)), f"{path.name}: not run top to bottom in one fresh kernel"
@@ -87,7 +90,7 @@ def test_chapter_shape(path):
     """Title and overview, imports first, two or more exercises with hidden solutions, cited figures."""
     cells = nbformat.read(path, as_version=4).cells
     assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# ")
-    first_code = next(c for c in cells if c.cell_type == "code")
+    first_code = next(c for c in cells if c.cell_type == "code" and not is_bootstrap(c))
     assert "import" in first_code.source, f"{path.name}: the first code cell should hold the imports"
     text = "\n".join(c.source for c in cells if c.cell_type == "markdown")
     exercises = text.count("{admonition} Exercise")
@@ -104,7 +107,8 @@ def test_chapter_shape(path):
 def library_imports(path: Path) -> list[tuple[int, ast.stmt]]:
     """(code cell index, statement) for every import in the notebook that names bnbackprop."""
     found = []
-    for i, cell in enumerate(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"):
+    code_cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code" and not is_bootstrap(c)]
+    for i, cell in enumerate(code_cells):
         code = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
         for node in ast.walk(ast.parse(code)):
             if isinstance(node, ast.Import) and any(a.name.partition(".")[0] == "bnbackprop" for a in node.names):

@@ -25,7 +25,7 @@ from bnbackprop.normalizations import (
 )
 from bnbackprop.reference import normalize_plain
 
-SHAPE = (3, 6, 4, 5)  # N, C, H, W: nothing square
+SHAPE = (3, 6, 4, 5)  # N, C, height, width: nothing square
 
 
 def data(shape=SHAPE, seed=0):
@@ -174,7 +174,7 @@ def test_figure_masks_come_from_the_caches():
     assert counts == {"Batch Norm": 30, "Layer Norm": 60, "Instance Norm": 10, "Group Norm (G=2)": 30}
     gn = masks["Group Norm (G=2)"]
     assert gn[1, 3:].all() and not gn[1, :3].any() and not gn[[0, 2]].any()
-    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+    with pytest.raises(ValueError, match=r"4-D, \(N, C, height, width\)"):
         normalization_masks(shape=(3, 6, 10))
 
 

@@ -23,7 +23,7 @@ EXPLORERS = (TriangleExplorer, DecomposeExplorer, GradientSizeExplorer)
 class SmallTriangle(TriangleExplorer):
     """The triangle explorer on a 2 x 3 grid, small enough to build in a unit test."""
 
-    GRID = {"B": Grid("B", (3, 6)), "kind": Grid("upstream g", ("constant", "ramp", "alternating"), dropdown=True)}
+    GRID = {"B": Grid("B", (3, 6)), "kind": Grid("upstream v", ("constant", "ramp", "alternating"), dropdown=True)}
 
 
 def public(cls) -> set[str]:

@@ -23,14 +23,14 @@ from bnbackprop.widgets.triangle import (  # noqa: E402
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("B", [2, 5, 10])
-def test_paths_add_up_to_g_minus_mean(B, kind):
+def test_paths_add_up_to_v_minus_mean(B, kind):
     values = ", ".join(f"{v:g}" for v in np.linspace(-1.5, 2.0, B) ** 2)
     s = triangle_state(B, kind, values, seed=3)
-    np.testing.assert_allclose(s.direct, s.g)
-    np.testing.assert_allclose(s.via_mu, np.full(B, -s.g.mean()))
+    np.testing.assert_allclose(s.direct, s.v)
+    np.testing.assert_allclose(s.via_mu, np.full(B, -s.v.mean()))
     np.testing.assert_allclose(s.direct + s.via_mu, s.total)
-    np.testing.assert_allclose(s.total, s.g - s.g.mean(), atol=1e-15)
-    np.testing.assert_allclose(s.J.T @ s.g, s.total, atol=1e-15)
+    np.testing.assert_allclose(s.total, s.v - s.v.mean(), atol=1e-15)
+    np.testing.assert_allclose(s.J.T @ s.v, s.total, atol=1e-15)
     np.testing.assert_allclose(s.J, np.eye(B) - np.ones((B, B)) / B, atol=1e-15)
 
 
@@ -76,6 +76,25 @@ def test_figure_has_bars_per_path_and_the_heatmap():
     np.testing.assert_allclose(heights, np.concatenate([s.direct, s.via_mu, s.total]))
     np.testing.assert_allclose(heat.images[0].get_array(), s.J)
     plt.close(fig)
+
+
+def test_the_upstream_gradient_is_called_v_as_in_the_name_table():
+    """dL/dxbar is v (names.py); g = gamma * dy is the gradient at xhat and must not name it here."""
+    import re
+
+    from bnbackprop.names import SYMBOLS
+    from bnbackprop.widgets.triangle import TriangleExplorer, describe, summary_html
+
+    assert SYMBOLS["v"] == "v"
+    s = triangle_state(5, "ramp")
+    fig = triangle_figure(s)
+    bars = fig.axes[0]
+    shown = [t.get_text() for t in bars.get_legend().get_texts()] + [bars.get_title()]
+    shown += [summary_html(s), describe(s), TriangleExplorer.GRID["kind"].label, TriangleExplorer.NOTE]
+    shown += [c.description for c in triangle_explorer(static=False).controls.values()]
+    plt.close(fig)
+    text = " ".join(shown)
+    assert re.search(r"\bv\b", text) and not re.search(r"\bg\b", text), text
 
 
 def test_moving_the_slider_recomputes_and_redraws():

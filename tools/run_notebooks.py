@@ -10,6 +10,10 @@ import nbformat
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: this file lives in its tools/
+if str(ROOT) not in sys.path:  # run as a script, `python tools/run_notebooks.py`
+    sys.path.insert(0, str(ROOT))
+
+from tools.bootstrap import is_bootstrap  # noqa: E402
 
 
 def notebooks(root: Path) -> list[Path]:
@@ -23,12 +27,20 @@ def run_notebook(path: Path, timeout: int = 600) -> None:
     # The stored widget state is what the HTML book shows without a kernel: explorers draw every
     # figure of their grid in advance (bnbackprop.widgets.base). The kernel inherits this variable.
     os.environ["BNBACKPROP_STATIC_WIDGETS"] = "1"
+    # The install cell is not run: here bnbackprop imports, so it would do nothing (nbval runs it and
+    # checks that), and leaving it out keeps every other cell's execution count independent of it.
+    # So writing a URL into it (tools/bootstrap.py) needs no re-run of the chapter.
+    install = [(i, c) for i, c in enumerate(nb.cells) if is_bootstrap(c)]
+    nb.cells = [c for c in nb.cells if not is_bootstrap(c)]
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                             store_widget_state=True, resources={"metadata": {"path": str(path.parent)}})
     client.execute()
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = coalesce_streams(cell.outputs)
+    for i, cell in install:
+        cell.outputs, cell.execution_count = [], None
+        nb.cells.insert(i, cell)
     nbformat.write(nb, path)
 
 

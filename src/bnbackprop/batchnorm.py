@@ -2,7 +2,7 @@
 
 Names follow the book's name table (`bnbackprop.names`). Gradients are named `d<name>`.
 The statistics are taken over `cache.axes`; for batch norm that is every axis but the channel
-axis 1, so `x` may be (N, D) or (N, C, H, W, ...).
+axis 1, so `x` may be (N, D) or (N, C, ...) (NCHW, or any number of spatial axes).
 
 Dtypes and range. float16, float32, float64 and longdouble are computed in their own dtype, except
 float16, whose statistics and gradients are accumulated in float32 and rounded once to float16 (as

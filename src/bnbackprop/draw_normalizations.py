@@ -1,4 +1,4 @@
-"""The classic picture of normalizations: which values of an (N, C, H, W) batch share one mean and variance.
+"""The classic picture of normalizations: which values of an NCHW batch, (N, C, height, width), share one mean and variance.
 
 The highlighted cells come from the caches of `bnbackprop.normalizations` (via `statistic_members`),
 so the figure shows what the code does, not a drawing of what it should do.
@@ -13,9 +13,9 @@ from .normalizations import batch_norm, group_norm, instance_norm, layer_norm, s
 
 
 def normalization_masks(shape=(4, 6, 2, 2), groups=3, index=(0, 0, 0, 0)) -> dict[str, np.ndarray]:
-    """For each normalization, the (N, C, H*W) mask of values that share x[index]'s statistics."""
+    """For each normalization, the (N, C, S) mask of values (S = height * width pixels) that share x[index]'s statistics."""
     if len(shape) != 4:
-        raise ValueError(f"shape must be (N, C, H, W); got {shape!r}")
+        raise ValueError(f"shape must be 4-D, (N, C, height, width); got {shape!r}")
     x = np.arange(np.prod(shape), dtype=float).reshape(shape) % 7  # any non-constant values
     C = shape[1]
     caches = {
@@ -44,7 +44,7 @@ def _draw_box(ax, shape):
 
 
 def draw_normalization_axes(shape=(4, 6, 2, 2), groups=3, index=(0, 0, 0, 0)):
-    """Four 3-D boxes (N, C, H*W); one statistic's values are shaded in each. Returns the figure."""
+    """Four 3-D boxes (N, C, S); one statistic's values are shaded in each. Returns the figure."""
     masks = normalization_masks(shape, groups, index)
     fig = plt.figure(figsize=(12, 3.6))
     for k, (name, mask) in enumerate(masks.items()):
@@ -54,7 +54,7 @@ def draw_normalization_axes(shape=(4, 6, 2, 2), groups=3, index=(0, 0, 0, 0)):
         ax.set_box_aspect(mask.shape)
         ax.set_xlabel("N", labelpad=-12)
         ax.set_ylabel("C", labelpad=-12)
-        ax.set_zlabel("H, W", labelpad=-12)
+        ax.set_zlabel("pixels", labelpad=-12)
         ax.set_xticks([]), ax.set_yticks([]), ax.set_zticks([])
         ax.view_init(elev=22, azim=-55)
         ax.set_title(f"{name}\n{int(mask.sum())} values per statistic", fontsize=10)

@@ -211,25 +211,25 @@ def chan_merge(a: Moments, b: Moments) -> Moments:
     """Chan, Golub and LeVeque's pairwise update: the moments of two groups combined, without revisiting data."""
     if not isinstance(a, Moments) or not isinstance(b, Moments):
         raise TypeError("chan_merge takes two Moments (from welford, moments_two_pass or chan_merge)")
-    n = a.count + b.count
+    B_ab = a.count + b.count  # B_a + B_b values in all (the name table's letters, as in chapters 8 and 14)
     dtype = a.mean.dtype
     delta = b.mean - a.mean
-    mean = a.mean + delta * dtype.type(b.count / n)
-    m2 = a.m2 + b.m2 + delta * delta * dtype.type(a.count * b.count / n)
-    return Moments(n, mean, m2)
+    mean = a.mean + delta * dtype.type(b.count / B_ab)
+    m2 = a.m2 + b.m2 + delta * delta * dtype.type(a.count * b.count / B_ab)
+    return Moments(B_ab, mean, m2)
 
 
 def moments_two_pass(x, acc, axis=0) -> Moments:
     """The moments of one group by two passes (mean, then squared deviations), in `acc`."""
     acc = as_dtype(acc, "acc")
     xa = np.moveaxis(np.asarray(x).astype(acc), axis, 0)
-    n = xa.shape[0]
+    B = xa.shape[0]
     with np.errstate(all="ignore"):  # overflow is checked below, where it can be named
-        mean = running_sum(xa, (0,), acc)[0] / acc.type(n)
+        mean = running_sum(xa, (0,), acc)[0] / acc.type(B)
         xmu = xa - mean
         m2 = running_sum(xmu * xmu, (0,), acc)[0]
     _refuse_overflow(m2, "two-pass variance", acc, xa.dtype)
-    return Moments(n, mean, m2)
+    return Moments(B, mean, m2)
 
 
 def moments_in_chunks(x, chunks: int, acc, axis=0) -> Moments:

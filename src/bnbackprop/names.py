@@ -14,11 +14,16 @@ class Name(NamedTuple):
 
 
 NAME_TABLE: tuple[Name, ...] = (
-    Name("N", r"N", "samples in the batch: the first axis of (N, D) or (N, C, H, W)"),
+    Name("N", r"N", "samples in the batch: the first axis of (N, D) or (N, C, ...)"),
     Name("D", r"D", "features of a 2-D input (N, D), CS231n's letters; axis 1, one statistic each"),
-    Name("C", r"C", "channels of an image batch (N, C, H, W); axis 1, one statistic each"),
-    Name("B", r"B", "values per statistic, reduced over: N for (N, D), N·H·W for (N, C, H, W) (makemore's n)"),
-    Name("x", r"x", "input batch, shape (N, D) or (N, C, H, W)"),
+    Name("C", r"C", "channels of an image batch (N, C, ...), the layout PyTorch calls NCHW; axis 1, one statistic each"),
+    Name("S", r"S", "spatial positions per sample and channel: the product of the axes after C (height times width "
+                    "for an image); W is kept for weights"),
+    Name("B", r"B", "values per statistic, reduced over: N for (N, D), N·S for (N, C, ...) (makemore's n); "
+                "B_k of them on device k (chapter 8)"),
+    Name("K", r"K", "devices a batch is split over in data-parallel training (chapter 8)"),
+    Name("G", r"G", "groups of GroupNorm, C/G channels each (chapter 7); the computation graph has no letter"),
+    Name("x", r"x", "input batch, shape (N, D) or (N, C, ...)"),
     Name("mu", r"\mu", "batch mean per channel"),
     Name("xmu", r"\bar{x}", "centered input, x - mu"),
     Name("xmusq", r"\bar{x}^2", "squared centered input"),
@@ -40,7 +45,7 @@ NAME_TABLE: tuple[Name, ...] = (
     Name("P", r"I - \frac{1}{B}\mathbf{1}\mathbf{1}^\top - \frac{1}{B}\hat{x}\hat{x}^\top", "projection of the backward: dx = P g / s"),
     Name("a", r"a", "a positive scale factor: x -> a x, or W -> a W"),
     Name("u", r"u", "input of a linear layer (chapters 3 and 10)"),
-    Name("W", r"W", "weights of the linear layer before batch norm, z = u W (in (N, C, H, W) only an axis letter)"),
+    Name("W", r"W", "weights of the linear layer before batch norm, z = u W (CS231n's W1, W2 in code)"),
     Name("z", r"z", "pre-activation u W: what batch norm normalizes inside a network"),
     Name("sum_g", r"\sum g", "sum of g over the batch, per channel"),
     Name("sum_gxhat", r"\sum g\hat{x}", "sum of g * xhat over the batch, per channel"),

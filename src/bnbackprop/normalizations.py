@@ -84,7 +84,7 @@ def _check_channels(x, kind: str, min_ndim: int = 2) -> np.ndarray:
     """x as (N, C, ...), with at least `min_ndim` dimensions."""
     x = check_input(x)
     if x.ndim < min_ndim:
-        raise ValueError(f"{kind} needs x of shape (N, C, H, ...) with at least {min_ndim} dimensions; got {x.shape}")
+        raise ValueError(f"{kind} needs x of shape (N, C, ...) with at least {min_ndim} dimensions; got {x.shape}")
     return x
 
 

@@ -186,11 +186,11 @@ def _shard_stats(shard, gamma, beta, k, eps, ddof):
     check_param(gamma, "gamma", C, wd), check_param(beta, "beta", C, wd)
     work = shard.astype(wd, copy=False)
     axes = reduce_axes(work.ndim)
-    n = count_per_channel(work.shape)
+    B_k = count_per_channel(work.shape)
     mean = work.mean(axis=axes)
     xmu = work - mean.reshape(param_shape(work.ndim, C))
     rec = np.zeros((), stats_record(C, shard.dtype))
-    rec["mean"], rec["var"], rec["count"] = mean, (xmu * xmu).sum(axis=axes) / n, n
+    rec["mean"], rec["var"], rec["count"] = mean, (xmu * xmu).sum(axis=axes) / B_k, B_k
     return work, rec
 
 
@@ -211,17 +211,18 @@ def _raise_agreed(comm, errors, fallback):
 
 
 def combine_stats(means, variances, counts):
-    """Chan, Golub and LeVeque's pairwise update folded over devices: the batch's mean, M2 = sum xmu**2, count."""
-    mean, m2, n = np.zeros_like(means[0]), np.zeros_like(variances[0]), 0
-    for mean_k, var_k, n_k in zip(means, variances, counts):
-        n_k = int(n_k)
-        total = n + n_k
+    """Chan, Golub and LeVeque's pairwise update folded over devices: the batch's mean, M2 = sum xmu**2, and B."""
+    # B counts the values folded in so far, B_k those of device k (the name table's letters).
+    mean, m2, B = np.zeros_like(means[0]), np.zeros_like(variances[0]), 0
+    for mean_k, var_k, B_k in zip(means, variances, counts):
+        B_k = int(B_k)
+        B_ab = B + B_k
         delta = mean_k - mean
         # The shift between the means is squared, never the raw values: no cancellation under large offsets.
-        mean = mean + delta * (n_k / total)
-        m2 = m2 + var_k * n_k + delta * delta * (n * n_k / total)
-        n = total
-    return mean, m2, n
+        mean = mean + delta * (B_k / B_ab)
+        m2 = m2 + var_k * B_k + delta * delta * (B * B_k / B_ab)
+        B = B_ab
+    return mean, m2, B
 
 
 def sync_forward(shards, gamma, beta, devices: Communicator, eps=1e-5, ddof=0):
@@ -247,7 +248,7 @@ def sync_forward(shards, gamma, beta, devices: Communicator, eps=1e-5, ddof=0):
     shape = param_shape(works[0].ndim, mean.size)
     mu, var = mean.reshape(shape), (m2 / (B - ddof)).reshape(shape)
     if eps == 0:
-        # |x| <= |mean_k| + sqrt(n_k var_k) on every device: a bound all devices compute alike from the message.
+        # |x| <= |mean_k| + sqrt(B_k var_k) on every device: a bound all devices compute alike from the message.
         bound = np.max(np.abs(gathered["mean"]) + np.sqrt(gathered["var"] * gathered["count"][:, None]), axis=0)
         batchnorm.refuse_zero_variance(bound.reshape(shape), var)
     gamma_b = check_param(gamma, "gamma", mean.size, mean.dtype).reshape(shape)

@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tools.bootstrap import TAG, add_install_cell, bootstrap_source
+from tools.bootstrap import TAG, bootstrap_source, is_bootstrap, written_url
 from tools.build import build_book
 from tools.repository import ENV, HOW_TO_ENABLE, repository_url
 
@@ -97,10 +97,11 @@ def test_a_lone_chapter_installs_bnbackprop_and_runs(tmp_path):
     subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(ROOT), str(repo)], check=True)
     alone = tmp_path / "alone"
     alone.mkdir()
-    # The chapter as the HTML book offers it for download: the build adds the install cell (its URL
-    # is left empty here, so the setting below is what points at the repository).
+    # The committed chapter as it is, with its own install cell (as Colab opens it); the setting
+    # below points that cell at the local repository.
     shutil.copy2(ROOT / "book" / LONE_CHAPTER, alone / LONE_CHAPTER)
-    add_install_cell(alone / LONE_CHAPTER, "")
+    first = next(c for c in nbformat.read(alone / LONE_CHAPTER, as_version=4).cells if c.cell_type == "code")
+    assert is_bootstrap(first) and first.source == bootstrap_source(written_url(first.source))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"

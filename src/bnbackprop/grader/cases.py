@@ -45,10 +45,10 @@ CASES = (
     Case("eps0", (7, 3), 0.0, 5.0, 3.0, 104, "eps = 0"),
     Case("eps_large", (8, 3), 0.1, 1.0, 0.5, 105, "eps = 0.1 against a variance near 0.25"),
     Case("B2", (2, 5), 1e-3, 4.0, 2.0, 106, "a batch of two: xhat is nearly +-1 and dx nearly 0"),
-    Case("large", (64, 16), 1e-5, -6.0, 3.0, 108, "B = 64, C = 16: a mistake that shows only in larger batches"),
+    Case("large", (64, 16), 1e-5, -6.0, 3.0, 108, "B = 64, D = 16: a mistake that shows only in larger batches"),
     Case("seed2", (6, 4), 1e-5, 10.0, 4.0, 201, "the basic shape with a second seed"),
-    Case("nchw", (4, 3, 2, 5), 1e-5, 3.0, 2.0, 107, "(N, C, H, W): statistics over N, H, W"),
-    Case("nchw_large", (16, 8, 3, 5), 1e-5, -2.0, 1.5, 109, "a larger NCHW batch: N*H*W = 240 per channel"),
+    Case("nchw", (4, 3, 2, 5), 1e-5, 3.0, 2.0, 107, "NCHW (N, C, height, width): statistics over N and the pixels"),
+    Case("nchw_large", (16, 8, 3, 5), 1e-5, -2.0, 1.5, 109, "a larger NCHW batch: B = N*S = 240 per channel"),
 )
 
 __all__ = ["CASES", "CONVENTIONS", "CROSS_TOL", "Case", "MATCH_TOL", "OUTPUTS", "PASS_TOL"]
