@@ -240,3 +240,34 @@ def test_float32_variance_from_float32_partial_sums(shape, offset, seed):
     assert isinstance(c_f, fast.LazyCache)  # the fast path ran
     err_fast, err_numpy = (np.abs(v.astype(np.float64) - var64) / var64 for v in (c_f.var, var32))
     assert np.all(err_fast <= err_numpy + 32 * 2.0**-24)
+
+
+@pytest.mark.parametrize(("dtype", "x_scale", "g_scale", "dy_scale", "eps"), [
+    (np.float32, 1e18, 1e-5, 1e-5, 1e-5), (np.float64, 1e150, 1e-12, 1e-12, 1e-5),
+    (np.float32, 1e-15, 1.0, 1e-31, 1e-30), (np.float64, 1e-140, 1e3, 1e-150, 1e-30)])
+def test_lazy_backward_at_extreme_scales_matches_backward(dtype, x_scale, g_scale, dy_scale, eps):
+    # out of in_range, x - mu carries a factor s that xhat does not: backward_fast must not use it there
+    rng = np.random.default_rng(3)
+    x = (x_scale * rng.standard_normal((40, 3))).astype(dtype)
+    gamma = (g_scale * rng.uniform(0.5, 2, 3)).astype(dtype)
+    beta = np.zeros(3, dtype)
+    dy = (dy_scale * rng.standard_normal(x.shape)).astype(dtype)
+    _, lazy = forward_fast(x, gamma, beta, eps=eps)
+    want = backward(dy, forward(x, gamma, beta, eps=eps)[1])
+    got = backward_fast(dy, lazy)
+    for g, w in zip(got, want):
+        assert g.dtype == dtype
+        assert np.max(np.abs(g - w)) <= 1e-4 * np.max(np.abs(w))  # float32 rounding, not a lost term
+
+
+def test_sums_that_overflow_leave_dy_intact_even_as_out():
+    rng = np.random.default_rng(4)
+    x, gamma, beta = batch((64, 2), 4, 0.0, np.float32)
+    _, cache = forward(x, gamma, beta)
+    dy = (3e37 * np.abs(rng.standard_normal(x.shape))).astype(np.float32)  # sum(dy) exceeds float32
+    before = dy.copy()
+    with pytest.raises(ValueError, match="dbeta overflows float32"):
+        backward(dy, cache)
+    with pytest.raises(ValueError, match="dbeta overflows float32"):
+        backward_fast(dy, cache, out=dy)  # refused before pass 2 wrote anything
+    np.testing.assert_array_equal(dy, before)

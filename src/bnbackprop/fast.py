@@ -58,10 +58,13 @@ def _lazy(name: str) -> property:
 
 
 class LazyCache(Cache):
-    """forward_fast's Cache: it keeps x itself (no copy), and xmu and xhat are computed from x when first read.
+    """forward_fast's Cache: it keeps x itself (a C-contiguous copy only if x was not), and xmu and xhat are
+    computed from x when first read.
 
-    Like PyTorch, which saves x and recomputes xhat in its backward, forward_fast writes only y; so x must not be
-    changed in place before the backward (a copy, `forward_fast(x.copy(), ...)`, keeps it safe).
+    Like PyTorch, which saves x and recomputes xhat in its backward, forward_fast writes only y. So x must not
+    be changed in place before the backward: nothing here detects it (PyTorch's autograd does, with a version
+    counter), and `backward_fast` would mix the new x with the old statistics. `forward_fast(x.copy(), ...)`
+    keeps x safe at the cost of one copy.
     """
 
     xmu = _lazy("xmu")
@@ -163,9 +166,11 @@ def _check_dy_fast(dy, cache: Cache) -> np.ndarray:
 
 
 def _source(cache: Cache):
-    """(src, shift, scale) with xhat = (src - shift)*scale per channel: x itself for a LazyCache, else xhat, 0, 1."""
+    """(src, shift, scale) with xhat = (src - shift)*scale per channel: x for an in-range LazyCache, else xhat, 0, 1."""
     ch, dtype = cache.x.shape[1], cache.inv_s.dtype
-    if isinstance(cache, LazyCache) and not cache.computed():
+    # x - mu carries a factor s that xhat does not: only with s and gamma near 1 (in_range) can the products
+    # dy*(x - mu) and b*inv_s neither overflow nor underflow where the stored-xhat path would not
+    if isinstance(cache, LazyCache) and not cache.computed() and cache.in_range:
         return cache.x, cache.mu.reshape(ch), cache.inv_s.reshape(ch), "x (forward_fast's cache keeps x itself)"
     return np.ascontiguousarray(cache.xhat), np.zeros(ch, dtype), np.ones(ch, dtype), "cache.xhat"
 
@@ -193,10 +198,10 @@ def _prepare(dy, cache, out, lazy=True):
 def _finish(dy, cache, grads, out, in_place=False):
     """(dx, dgamma, dbeta) in x's dtype, in `out` if given; grads=None (non-finite, or longdouble): the clear backward's."""
     if grads is None or not (np.isfinite(grads[1]).all() and np.isfinite(grads[2]).all()):
-        check_finite(dy, "dy")
-        if in_place:
+        if in_place:  # checked first: dy now holds the overflowed dx, so a finite check would blame the caller's dy
             raise ValueError("dx overflowed in the fast pass, which already overwrote dy (out=dy); "
                              "call again without out to get the scale-safe result")
+        check_finite(dy, "dy")
         dx, dgamma, dbeta = backward(dy, cache)  # rescales where needed; dy holds values of x's dtype
     else:
         dx, dgamma, dbeta = _in_caller_dtype(grads, cache)
@@ -242,10 +247,10 @@ _FLAGS = {"reassoc", "contract", "nsz"}
 # Partial sums in the array's dtype cover at most this many rows (or one NCHW row) before they join
 # float64 totals: float32 rounding then grows with 64 (split over the SIMD lanes), not with N.
 ROWS_PER_BLOCK = 64
-# Below this many bytes per array the parallel kernels run on one thread. Measured on the benchmark machine
-# (2-core AMD EPYC, benchmarks/README.md): a second thread paid off from 2 MiB per array in both dtypes,
-# (256, 1024) float64 and (512, 1024) float32, and cost time at 1 MiB and below, where waking it costs more
-# than half the work saves.
+# Below this many bytes per array the parallel kernels run on one thread. In a sweep of sizes on the
+# benchmark machine (2-core AMD EPYC, benchmarks/README.md) a second thread cost time at 1 MiB and below,
+# where waking it costs more than half the work saves, and paid off above 2 MiB; at 2 MiB itself the gain
+# came and went between runs.
 PARALLEL_MIN_BYTES = 1 << 21
 
 
@@ -335,8 +340,10 @@ def _backward_cols_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, 
     n, d = dy.shape
     dgamma, dbeta = np.zeros(d), np.zeros(d)
     _col_sums(dy, src, shift, scale, 0, n, dgamma, dbeta)
+    if not np.isfinite(_store_sums(dgamma, dbeta, dgamma_out, dbeta_out)):
+        return np.inf  # a sum is not finite: no dx written yet, so dy is intact even as out
     a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
-    return _col_apply(dy, src, shift, a, b, c, out, 0, n) + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
+    return _col_apply(dy, src, shift, a, b, c, out, 0, n)
 
 
 @njit(cache=True, fastmath=_FLAGS, parallel=True)
@@ -347,11 +354,13 @@ def _backward_cols_par(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, 
     for t in numba.prange(chunks):
         _col_sums(dy, src, shift, scale, t * n // chunks, (t + 1) * n // chunks, dgamma_t[t], dbeta_t[t])
     dgamma, dbeta = dgamma_t.sum(axis=0), dbeta_t.sum(axis=0)  # a fixed order: the same result every run
+    if not np.isfinite(_store_sums(dgamma, dbeta, dgamma_out, dbeta_out)):
+        return np.inf  # a sum is not finite: no dx written yet
     a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
     chk = np.zeros(chunks, dy.dtype)
     for t in numba.prange(chunks):
         chk[t] = _col_apply(dy, src, shift, a, b, c, out, t * n // chunks, (t + 1) * n // chunks)
-    return chk.sum() + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
+    return chk.sum()
 
 
 @njit(cache=True, fastmath=_FLAGS)
@@ -382,8 +391,10 @@ def _backward_rows_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, 
     ch, rows = gamma.shape[0], dy.shape[0]
     dgamma, dbeta = np.zeros(ch), np.zeros(ch)
     _rows_sums(dy, src, shift, scale, 0, rows, dgamma, dbeta)
+    if not np.isfinite(_store_sums(dgamma, dbeta, dgamma_out, dbeta_out)):
+        return np.inf  # a sum is not finite: no dx written yet
     a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
-    return _rows_apply(dy, src, shift, a, b, c, out, 0, rows) + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
+    return _rows_apply(dy, src, shift, a, b, c, out, 0, rows)
 
 
 @njit(cache=True, fastmath=_FLAGS, parallel=True)
@@ -395,11 +406,13 @@ def _backward_rows_par(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, 
     for t in numba.prange(chunks):
         _rows_sums(dy, src, shift, scale, t * rows // chunks, (t + 1) * rows // chunks, dgamma_t[t], dbeta_t[t])
     dgamma, dbeta = dgamma_t.sum(axis=0), dbeta_t.sum(axis=0)  # a fixed order: the same result every run
+    if not np.isfinite(_store_sums(dgamma, dbeta, dgamma_out, dbeta_out)):
+        return np.inf  # a sum is not finite: no dx written yet
     a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
     chk = np.zeros(chunks, dy.dtype)
     for t in numba.prange(chunks):
         chk[t] = _rows_apply(dy, src, shift, a, b, c, out, t * rows // chunks, (t + 1) * rows // chunks)
-    return chk.sum() + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
+    return chk.sum()
 
 
 def _check_threads(threads) -> int:
@@ -446,9 +459,11 @@ def backward_fast(dy, cache: Cache, out=None, threads=1):
     # numba's loops raise no floating-point warnings: an overflow shows up in chk instead
     chk = _run(serial, parallel, threads, src.nbytes, _rows(dy), _rows(src), shift, scale, cache.gamma.reshape(ch),
                cache.inv_s.reshape(ch), 1.0 / (cache.B - cache.ddof), 1.0 / cache.B, _rows(out), dgamma, dbeta)
-    if np.isfinite(chk):  # every dx, dgamma and dbeta is finite, already in x's dtype and in out if given
+    if not np.isfinite(chk):  # inf: a sum overflowed before any dx was written; NaN: some dx did
+        return _finish(dy, cache, None, user_out, in_place=bool(np.isnan(chk)) and np.shares_memory(out, dy))
+    if out.dtype == cache.x.dtype:  # float32, float64: already in x's dtype, and in out if given
         return out, dgamma, dbeta
-    return _finish(dy, cache, None, user_out, in_place=np.shares_memory(out, dy))
+    return _finish(dy, cache, (out, dgamma, dbeta), user_out)  # float16: cast back, refusing what does not fit
 
 
 # The tuned forward. Pass 1 reads x once for sums shifted by a value near each channel's mean (so an
