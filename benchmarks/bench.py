@@ -355,7 +355,7 @@ def targets(records) -> dict:
         got = {_key(r): r["ratios"][name][versus] for r in records if where(r)}
         return dict(met=bool(got) and all(v < bound for v in got.values()), bound=bound, ratios=got)
 
-    split = lambda r: int(np.prod(r["shape"])) >= fast.PARALLEL_MIN_ELEMENTS  # noqa: E731
+    split = lambda r: int(np.prod(r["shape"])) * np.dtype(r["dtype"]).itemsize >= fast.PARALLEL_MIN_BYTES  # noqa: E731
     return {
         "backward_fast_faster_than_torch_native_1t": below("backward_fast", "vs_torch_native_1t"),
         "backward_fast_within_2.0x_np_add_out_of_cache": below("backward_fast", "vs_np_add", 2.0, lambda r: r["out_of_cache"]),
@@ -406,7 +406,7 @@ def main(argv=None) -> int:
     info["load_average_end"] = list(os.getloadavg())
     result = dict(machine=info, settings=dict(rounds=rounds, quick=args.quick, eps=EPS, tolerance=TOL,
                                               blas_threads=1, two_pass_limit=TWO_PASS,
-                                              parallel_min_elements=fast.PARALLEL_MIN_ELEMENTS),
+                                              parallel_min_bytes=fast.PARALLEL_MIN_BYTES),
                   records=records)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.generic_part:

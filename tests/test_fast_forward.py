@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bnbackprop import fast
-from bnbackprop.batchnorm import backward, forward
+from bnbackprop.batchnorm import Cache, backward, forward
 from bnbackprop.fast import backward_fast, forward_fast
 
 FIELDS = ("mu", "xmu", "var", "s", "inv_s", "xhat")
@@ -86,10 +88,18 @@ def test_other_dtypes_are_computed_by_forward(dtype):
 
 
 def test_eps_zero_and_cancellation_are_computed_by_forward():
-    x = np.zeros((2**21, 1))
-    x[0] = 1.0  # the first value, the shift, is sqrt(B) spreads from the mean: s2 - s1**2/B cancels 21 bits
+    # NCHW: the shift is each channel's first value, here sqrt(B) spreads from the mean: s2 - s1**2/B cancels 21 bits
+    x = np.zeros((2**21, 1, 1))
+    x[0] = 1.0
     y_f, cache_f = forward_fast(x, np.ones(1), np.zeros(1))
+    assert not isinstance(cache_f, fast.LazyCache)  # forward computed it
     np.testing.assert_array_equal(cache_f.var, forward(x, np.ones(1), np.zeros(1))[1].var)
+    # (N, D) float32: the shift is the mean of the first 8 rows, far from the mean when those rows are unrepresentative
+    x32 = np.zeros((4096, 3), np.float32)
+    x32[:64] = 1.0
+    y_f, cache_f = forward_fast(x32, np.ones(3, np.float32), np.zeros(3, np.float32))
+    assert not isinstance(cache_f, fast.LazyCache)
+    np.testing.assert_array_equal(y_f, forward(x32, np.ones(3, np.float32), np.zeros(3, np.float32))[0])
     with pytest.raises(ValueError, match="eps = 0 with a channel of zero variance"):
         forward_fast(np.ones((4, 2)), np.ones(2), np.zeros(2), eps=0.0)
 
@@ -122,12 +132,12 @@ def test_two_threads_agree_with_one(shape, seed, ddof, dtype):
     dy = (np.random.default_rng(seed).standard_normal(shape) + 0.5).astype(dtype)
     _, cache = forward(x, gamma, beta, ddof=ddof)
     one = backward_fast(dy, cache)
-    before = fast.PARALLEL_MIN_ELEMENTS
-    fast.PARALLEL_MIN_ELEMENTS = 0  # run the parallel kernels on these small arrays too
+    before = fast.PARALLEL_MIN_BYTES
+    fast.PARALLEL_MIN_BYTES = 0  # run the parallel kernels on these small arrays too
     try:
         two = backward_fast(dy, cache, threads=2)
     finally:
-        fast.PARALLEL_MIN_ELEMENTS = before
+        fast.PARALLEL_MIN_BYTES = before
     want = backward(dy.astype(np.float64), forward(x.astype(np.float64), gamma.astype(np.float64),
                                                    beta.astype(np.float64), ddof=ddof)[1])
     tol = 1e-12 if dtype == np.float64 else 1e-5
@@ -158,3 +168,106 @@ def test_extreme_magnitudes_match_forward(dtype, magnitude):
     # xhat is scale-free: rounding-sized differences, relative to cond, whichever path computed it
     assert np.max(np.abs(cache_f.xhat - cache.xhat)) <= 64 * np.finfo(dtype).eps * scale(x, cache)
     assert np.max(np.abs(y_f - y)) <= 64 * np.finfo(dtype).eps * scale(x, cache) * (np.max(np.abs(gamma)) + np.max(np.abs(beta)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1), offset=st.sampled_from([0.0, 3.0, -1e2]), ddof=st.sampled_from([0, 1]),
+       dtype=st.sampled_from([np.float32, np.float64]), threads=st.sampled_from([1, 2]))
+def test_backward_fast_on_a_lazy_cache_reads_x_and_agrees(shape, seed, offset, ddof, dtype, threads):
+    x, gamma, beta = batch(shape, seed, offset, dtype)
+    dy = (np.random.default_rng(seed + 1).standard_normal(shape) + 0.5).astype(dtype)
+    _, lazy = forward_fast(x, gamma, beta, ddof=ddof)
+    assert isinstance(lazy, fast.LazyCache) and not lazy.computed()
+    before = fast.PARALLEL_MIN_BYTES
+    fast.PARALLEL_MIN_BYTES = 0  # the parallel kernels too, on these small arrays
+    try:
+        from_x = backward_fast(dy, lazy, threads=threads)
+        assert not lazy.computed()  # xhat was recomputed inside the passes, never stored
+        from_xhat = backward_fast(dy, _eager(lazy), threads=threads)
+    finally:
+        fast.PARALLEL_MIN_BYTES = before
+    want = backward(dy.astype(np.float64), forward(x.astype(np.float64), gamma.astype(np.float64),
+                                                   beta.astype(np.float64), ddof=ddof)[1])
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    size_dx = np.max(np.abs(want[0])) + np.max(np.abs(dy)) * np.max(np.abs(lazy.gamma * lazy.inv_s))
+    cond = scale(x, lazy)
+    for got, same, w, size in zip(from_x, from_xhat, want, (size_dx, None, None)):
+        size = size if size is not None else np.max(np.abs(w)) + np.sum(np.abs(dy), axis=0).max()
+        assert got.dtype == dtype
+        assert np.max(np.abs(got - same)) <= tol * cond * size  # x - mu inside the pass, or stored: rounding only
+        assert np.max(np.abs(got - w)) <= tol * cond * size
+
+
+def _eager(cache):
+    """The same statistics with xmu and xhat stored, as `forward` keeps them."""
+    return Cache(*(getattr(cache, f.name) for f in dataclasses.fields(cache)))
+
+
+@pytest.mark.parametrize("shape", [(33, 5), (3, 4, 5, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lazy_fields_are_forwards_arithmetic(shape, dtype):
+    x, gamma, beta = batch(shape, 11, 7.0, dtype)
+    _, lazy = forward_fast(x, gamma, beta)
+    xmu = x - lazy.mu
+    # the same two correctly rounded operations as `forward` on the same mu and inv_s: equal, not just close
+    np.testing.assert_array_equal(lazy.xmu, xmu)
+    np.testing.assert_array_equal(lazy.xhat, xmu * lazy.inv_s)
+    assert lazy.computed() and lazy.xhat.dtype == dtype
+
+
+def test_out_must_not_overlap_the_x_a_lazy_cache_reads():
+    x, gamma, beta = batch((16, 3), 2, 1.0)
+    dy = np.random.default_rng(2).standard_normal(x.shape)
+    _, lazy = forward_fast(x, gamma, beta)
+    with pytest.raises(ValueError, match="out overlaps x"):
+        backward_fast(dy, lazy, out=x)
+    want = backward(dy, forward(x, gamma, beta)[1])
+    buf = dy.copy()
+    dx, _, _ = backward_fast(buf, lazy, out=buf)  # out=dy: each dy is read before its dx is written
+    assert dx is buf and np.max(np.abs(dx - want[0])) <= 1e-12 * np.max(np.abs(want[0]))
+
+
+@pytest.mark.parametrize("shape", [(5000, 7), (300, 33), (70, 5)])
+@pytest.mark.parametrize("offset", [0.0, 3.0, 1e3])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_float32_variance_from_float32_partial_sums(shape, offset, seed):
+    # (N, D) float32: partial sums of x - shift in float32 over 64 rows (16 sweeps of 4, 19 roundings at most),
+    # then float64; with the shift near the mean, the variance keeps about 24 - log2(19) bits
+    x, gamma, beta = batch(shape, seed, offset, np.float32)
+    var64 = forward(x.astype(np.float64), gamma.astype(np.float64), beta.astype(np.float64))[1].var
+    var32 = forward(x, gamma, beta)[1].var
+    _, c_f = forward_fast(x, gamma, beta)
+    assert isinstance(c_f, fast.LazyCache)  # the fast path ran
+    err_fast, err_numpy = (np.abs(v.astype(np.float64) - var64) / var64 for v in (c_f.var, var32))
+    assert np.all(err_fast <= err_numpy + 32 * 2.0**-24)
+
+
+@pytest.mark.parametrize(("dtype", "x_scale", "g_scale", "dy_scale", "eps"), [
+    (np.float32, 1e18, 1e-5, 1e-5, 1e-5), (np.float64, 1e150, 1e-12, 1e-12, 1e-5),
+    (np.float32, 1e-15, 1.0, 1e-31, 1e-30), (np.float64, 1e-140, 1e3, 1e-150, 1e-30)])
+def test_lazy_backward_at_extreme_scales_matches_backward(dtype, x_scale, g_scale, dy_scale, eps):
+    # out of in_range, x - mu carries a factor s that xhat does not: backward_fast must not use it there
+    rng = np.random.default_rng(3)
+    x = (x_scale * rng.standard_normal((40, 3))).astype(dtype)
+    gamma = (g_scale * rng.uniform(0.5, 2, 3)).astype(dtype)
+    beta = np.zeros(3, dtype)
+    dy = (dy_scale * rng.standard_normal(x.shape)).astype(dtype)
+    _, lazy = forward_fast(x, gamma, beta, eps=eps)
+    want = backward(dy, forward(x, gamma, beta, eps=eps)[1])
+    got = backward_fast(dy, lazy)
+    for g, w in zip(got, want):
+        assert g.dtype == dtype
+        assert np.max(np.abs(g - w)) <= 1e-4 * np.max(np.abs(w))  # float32 rounding, not a lost term
+
+
+def test_sums_that_overflow_leave_dy_intact_even_as_out():
+    rng = np.random.default_rng(4)
+    x, gamma, beta = batch((64, 2), 4, 0.0, np.float32)
+    _, cache = forward(x, gamma, beta)
+    dy = (3e37 * np.abs(rng.standard_normal(x.shape))).astype(np.float32)  # sum(dy) exceeds float32
+    before = dy.copy()
+    with pytest.raises(ValueError, match="dbeta overflows float32"):
+        backward(dy, cache)
+    with pytest.raises(ValueError, match="dbeta overflows float32"):
+        backward_fast(dy, cache, out=dy)  # refused before pass 2 wrote anything
+    np.testing.assert_array_equal(dy, before)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 from pathlib import Path
 from unittest import mock
@@ -10,6 +11,7 @@ from unittest import mock
 import nbformat
 import pytest
 
+from bnbackprop.widgets.base import STATIC_ENV
 from tools import run_notebooks
 from tools.bootstrap import ENV as CELL_ENV
 from tools.bootstrap import HIDE, TAG, add_install_cell, bootstrap_source, is_bootstrap, with_bootstrap, written_url
@@ -130,7 +132,7 @@ def test_storing_outputs_leaves_the_install_cell_unrun(tmp_path, monkeypatch):
                                                         nbformat.v4.new_code_cell("1"), nbformat.v4.new_code_cell("2")]))
     path = tmp_path / "t.ipynb"
     nbformat.write(nb, path)
-    ran = []
+    ran, static = [], []
 
     class Kernel:
         """Numbers the cells it is given as a fresh kernel would."""
@@ -138,14 +140,19 @@ def test_storing_outputs_leaves_the_install_cell_unrun(tmp_path, monkeypatch):
             self.nb = nb
 
         def execute(self):
+            static.append(os.environ.get(STATIC_ENV))  # what a kernel started now would inherit
             code = [c for c in self.nb.cells if c.cell_type == "code"]
             ran.extend(c.source for c in code)
             for n, cell in enumerate(code, 1):
                 cell.execution_count = n
 
     monkeypatch.setattr(run_notebooks, "NotebookClient", Kernel)
+    # run_notebook sets STATIC_ENV in os.environ; monkeypatch puts it back after the test. Left set, every
+    # kernel this pytest worker starts later (nbval) would build static explorers and draw their whole grids.
+    monkeypatch.setenv(STATIC_ENV, "0")
     run_notebooks.run_notebook(path)
     cells = nbformat.read(path, as_version=4).cells
+    assert static == ["1"], "stored outputs hold static explorers"
     assert ran == ["1", "2"]
     assert [c.source for c in cells] == ["# T", bootstrap_source(), "1", "2"]
     assert [c.get("execution_count") for c in cells[1:]] == [None, 1, 2]

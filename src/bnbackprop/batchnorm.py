@@ -26,6 +26,7 @@ its values loses digits in any algorithm that rounds x.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -99,8 +100,14 @@ def _finish(x, stats, gamma_b, beta_b, axes, eps, ddof, param_axes, B):
 
 def _in_window(k, dtype, B) -> bool:
     """Are the powers of two k within 2**-w..2**w, where products of five such factors and B stay in range?"""
-    w = (np.finfo(dtype).maxexp - 2 * int(B).bit_length() - 16) // 5  # 195 in float64 for small B
+    w = (_max_exp(np.dtype(dtype)) - 2 * int(B).bit_length() - 16) // 5  # 195 in float64 for small B
     return max(abs(int(v)) for v in k) <= w
+
+
+@functools.lru_cache(maxsize=None)
+def _max_exp(dtype: np.dtype) -> int:
+    """np.finfo(dtype).maxexp, looked up once per dtype (np.finfo costs microseconds a call)."""
+    return int(np.finfo(dtype).maxexp)
 
 
 def standardize(x, axes, eps, ddof, B):

@@ -25,12 +25,13 @@ no extra memory traffic) is recomputed by the scale-safe `batchnorm.backward`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
 from ._extras import require
-from ._validate import check_finite, reduce_axes, param_shape
+from ._validate import check_finite, reduce_axes
 from .batchnorm import Cache, _in_caller_dtype, _in_window, backward, checked_dy, forward
 
 numba = require("numba", "fast", __name__)
@@ -39,6 +40,49 @@ njit = numba.njit
 # Bytes of one block of rows: a block of dy, of xhat, of dx and one temporary stay in the L2 cache,
 # so every array is read from main memory once per pass however many numpy calls touch the block.
 BLOCK_BYTES = 1 << 18
+
+
+def _lazy(name: str) -> property:
+    """A Cache field that forward_fast leaves unwritten: xmu = x - mu and xhat = xmu*inv_s, computed when first read."""
+
+    def read(cache):
+        if cache.__dict__[name] is None:
+            xmu = cache.x - cache.mu  # the same two roundings as `forward`, so the same values
+            cache.__dict__["xmu"], cache.__dict__["xhat"] = xmu, xmu * cache.inv_s
+        return cache.__dict__[name]
+
+    def write(cache, value):  # the frozen dataclass's __init__ sets every field through object.__setattr__
+        cache.__dict__[name] = value
+
+    return property(read, write, doc=f"{name}, computed from x, mu and inv_s when first read")
+
+
+class LazyCache(Cache):
+    """forward_fast's Cache: it keeps x itself (a C-contiguous copy only if x was not), and xmu and xhat are
+    computed from x when first read.
+
+    Like PyTorch, which saves x and recomputes xhat in its backward, forward_fast writes only y. So x must not
+    be changed in place before the backward: nothing here detects it (PyTorch's autograd does, with a version
+    counter), and `backward_fast` would mix the new x with the old statistics. `forward_fast(x.copy(), ...)`
+    keeps x safe at the cost of one copy.
+    """
+
+    xmu = _lazy("xmu")
+    xhat = _lazy("xhat")
+
+    def computed(self) -> bool:
+        """Have xmu and xhat been computed (read by someone) yet?"""
+        return self.__dict__["xhat"] is not None
+
+    @classmethod
+    def _from_fields(cls, *values) -> LazyCache:
+        """The same object as cls(*values), without the frozen dataclass's per-field object.__setattr__ calls."""
+        cache = object.__new__(cls)
+        cache.__dict__.update(zip(_CACHE_FIELDS, values))
+        return cache
+
+
+_CACHE_FIELDS = tuple(f.name for f in dataclasses.fields(Cache))
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
@@ -92,8 +136,8 @@ def _apply(dy2, xhat2, coef, out2, blocks, tmp, by_row) -> bool:
 
 
 def _check_out(out, cache) -> np.ndarray:
-    """A preallocated dx must have x's shape and dtype, be C-contiguous and writeable, and not overlap xhat."""
-    shape, dtype = cache.xhat.shape, cache.x.dtype
+    """A preallocated dx must have x's shape and dtype, and be C-contiguous and writeable."""
+    shape, dtype = cache.x.shape, cache.x.dtype
     if not isinstance(out, np.ndarray):
         raise ValueError(f"out must be a numpy array of shape {shape} and dtype {dtype}; got {type(out).__name__}")
     if out.shape != shape or out.dtype != dtype:
@@ -102,13 +146,13 @@ def _check_out(out, cache) -> np.ndarray:
         )
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError("out must be a C-contiguous, writeable array, like np.empty_like(x)")
-    if np.may_share_memory(out, cache.xhat):
-        raise ValueError("out overlaps cache.xhat, which the second pass still reads; pass a separate array (out=dy is fine)")
     return out
 
 
-def _refuse_partial_overlap(out, dy):
-    """out may be dy itself (each element is read before it is written), but not a shifted view of it."""
+def _refuse_overlap(out, dy, src, name):
+    """out may be dy itself (each element is read before it is written), but not a shifted view of it, nor `src`."""
+    if np.may_share_memory(out, src):
+        raise ValueError(f"out overlaps {name}, which the second pass still reads; pass a separate array (out=dy is fine)")
     if np.shares_memory(out, dy) and out.__array_interface__["data"][0] != dy.__array_interface__["data"][0]:
         raise ValueError("out overlaps dy only partly, so the second pass would read values it already wrote; "
                          "pass out=dy itself or a separate array")
@@ -116,37 +160,48 @@ def _refuse_partial_overlap(out, dy):
 
 def _check_dy_fast(dy, cache: Cache) -> np.ndarray:
     """Shape and dtype only: a finite check would cost a pass; a NaN or inf in dy reaches the sums and dx instead."""
-    xhat = cache.xhat
-    if type(dy) is np.ndarray and dy.shape == xhat.shape and dy.dtype == xhat.dtype == cache.x.dtype:
+    if type(dy) is np.ndarray and dy.shape == cache.x.shape and dy.dtype == cache.x.dtype == cache.inv_s.dtype:
         return dy
     return checked_dy(dy, cache)
 
 
-def _prepare(dy, cache, out):
-    """Checked, C-contiguous (dy, xhat, out) for a batch norm cache, in the dtype the cache computes in."""
+def _source(cache: Cache):
+    """(src, shift, scale) with xhat = (src - shift)*scale per channel: x for an in-range LazyCache, else xhat, 0, 1."""
+    ch, dtype = cache.x.shape[1], cache.inv_s.dtype
+    # x - mu carries a factor s that xhat does not: only with s and gamma near 1 (in_range) can the products
+    # dy*(x - mu) and b*inv_s neither overflow nor underflow where the stored-xhat path would not
+    if isinstance(cache, LazyCache) and not cache.computed() and cache.in_range:
+        return cache.x, cache.mu.reshape(ch), cache.inv_s.reshape(ch), "x (forward_fast's cache keeps x itself)"
+    return np.ascontiguousarray(cache.xhat), np.zeros(ch, dtype), np.ones(ch, dtype), "cache.xhat"
+
+
+def _prepare(dy, cache, out, lazy=True):
+    """Checked, C-contiguous (dy, (src, shift, scale), out) for a batch norm cache, in the dtype it computes in."""
     if not isinstance(cache, Cache):
         raise ValueError(f"cache must be the Cache returned by batchnorm.forward; got {type(cache).__name__}")
     user_out = None if out is None else _check_out(out, cache)
     dy = np.ascontiguousarray(_check_dy_fast(dy, cache))
-    xhat = cache.xhat
-    if cache.axes != reduce_axes(xhat.ndim) or cache.param_axes != cache.axes:
-        raise ValueError(
-            f"this backward handles batch norm's axes {reduce_axes(xhat.ndim)} only; the cache has {cache.axes}"
-        )
+    ndim = cache.x.ndim
+    if cache.axes != reduce_axes(ndim) or cache.param_axes != cache.axes:
+        raise ValueError(f"this backward handles batch norm's axes {reduce_axes(ndim)} only; the cache has {cache.axes}")
+    if not lazy:
+        cache.xhat  # noqa: B018 (computes a LazyCache's xhat, so that _source returns it)
+    src, shift, scale, name = _source(cache)
     if user_out is not None:
-        _refuse_partial_overlap(user_out, dy)
+        _refuse_overlap(user_out, dy, src, name)
     # float16 is computed in float32 (as `batchnorm.backward` does) and copied into the caller's out at the end.
-    work_out = user_out if user_out is not None and user_out.dtype == xhat.dtype else np.empty(xhat.shape, xhat.dtype)
-    return dy, np.ascontiguousarray(xhat), work_out
+    dtype = cache.inv_s.dtype
+    work_out = user_out if user_out is not None and user_out.dtype == dtype else np.empty(cache.x.shape, dtype)
+    return dy, (src, shift, scale), work_out
 
 
 def _finish(dy, cache, grads, out, in_place=False):
     """(dx, dgamma, dbeta) in x's dtype, in `out` if given; grads=None (non-finite, or longdouble): the clear backward's."""
     if grads is None or not (np.isfinite(grads[1]).all() and np.isfinite(grads[2]).all()):
-        check_finite(dy, "dy")
-        if in_place:
+        if in_place:  # checked first: dy now holds the overflowed dx, so a finite check would blame the caller's dy
             raise ValueError("dx overflowed in the fast pass, which already overwrote dy (out=dy); "
                              "call again without out to get the scale-safe result")
+        check_finite(dy, "dy")
         dx, dgamma, dbeta = backward(dy, cache)  # rescales where needed; dy holds values of x's dtype
     else:
         dx, dgamma, dbeta = _in_caller_dtype(grads, cache)
@@ -159,14 +214,14 @@ def _finish(dy, cache, grads, out, in_place=False):
 def _coefficients(dy, cache, dbeta, dgamma, ch):
     """Per-channel (a, b, c) of dx = a*dy + b*xhat + c, from gamma*inv_s and the two sums."""
     a = cache.gamma.reshape(ch) * cache.inv_s.reshape(ch)
-    one = cache.xhat.dtype.type(1)  # 1/B in the array's precision (a Python float would round longdouble's)
+    one = cache.inv_s.dtype.type(1)  # 1/B in the array's precision (a Python float would round longdouble's)
     return a, a * dgamma * -(one / (cache.B - cache.ddof)), a * dbeta * -(one / cache.B)
 
 
 def backward_blocked(dy, cache: Cache, out=None):
     """numpy only: same (dx, dgamma, dbeta) as `batchnorm.backward`, two cache-blocked passes, BLAS sums."""
     user_out = out
-    dy, xhat, out = _prepare(dy, cache, out)
+    dy, (xhat, _, _), out = _prepare(dy, cache, out, lazy=False)
     n, ch = xhat.shape[:2]
     by_row = xhat.ndim > 2
     dy2, xhat2, out2 = _rows(dy), _rows(xhat), _rows(out)
@@ -192,75 +247,79 @@ _FLAGS = {"reassoc", "contract", "nsz"}
 # Partial sums in the array's dtype cover at most this many rows (or one NCHW row) before they join
 # float64 totals: float32 rounding then grows with 64 (split over the SIMD lanes), not with N.
 ROWS_PER_BLOCK = 64
-# Below this many elements the parallel kernels run on one thread, since waking a second thread costs
-# more than it saves on small arrays. The value is a choice, not a measurement: no benchmark run has yet
-# located where splitting starts to pay (benchmarks/README.md).
-PARALLEL_MIN_ELEMENTS = 1 << 16
+# Below this many bytes per array the parallel kernels run on one thread. In a sweep of sizes on the
+# benchmark machine (2-core AMD EPYC, benchmarks/README.md) a second thread cost time at 1 MiB and below,
+# where waking it costs more than half the work saves, and paid off above 2 MiB; at 2 MiB itself the gain
+# came and went between runs.
+PARALLEL_MIN_BYTES = 1 << 21
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _col_sums(dy, xhat, j0, j1, dgamma, dbeta):
-    """(N, D) columns j0:j1: dbeta += sum(dy), dgamma += sum(dy*xhat) over the rows, 4 rows per sweep."""
-    n = dy.shape[0]
-    part_b, part_g = np.zeros(j1 - j0, dy.dtype), np.zeros(j1 - j0, dy.dtype)
-    for i0 in range(0, n, ROWS_PER_BLOCK):
-        i1 = min(i0 + ROWS_PER_BLOCK, n)
-        i = i0
-        while i + 4 <= i1:  # four rows per sweep: each partial sum is loaded and stored once per 4 rows
-            for j in range(j0, j1):
+def _col_sums(dy, src, shift, scale, i0, i1, dgamma, dbeta):
+    """(N, D) rows i0:i1: dbeta += sum(dy), dgamma += sum(dy*xhat) per column, xhat = (src - shift)*scale."""
+    d = dy.shape[1]
+    part_b, part_g = np.zeros(d, dy.dtype), np.zeros(d, dy.dtype)
+    for b0 in range(i0, i1, ROWS_PER_BLOCK):
+        b1 = min(b0 + ROWS_PER_BLOCK, i1)
+        i = b0
+        while i + 4 <= b1:  # four rows per sweep: each partial sum is loaded and stored once per 4 rows
+            for j in range(d):
                 v0, v1, v2, v3 = dy[i, j], dy[i + 1, j], dy[i + 2, j], dy[i + 3, j]
-                part_b[j - j0] += (v0 + v1) + (v2 + v3)
-                part_g[j - j0] += (v0 * xhat[i, j] + v1 * xhat[i + 1, j]) + (v2 * xhat[i + 2, j] + v3 * xhat[i + 3, j])
+                h = shift[j]
+                part_b[j] += (v0 + v1) + (v2 + v3)
+                part_g[j] += ((v0 * (src[i, j] - h) + v1 * (src[i + 1, j] - h))
+                              + (v2 * (src[i + 2, j] - h) + v3 * (src[i + 3, j] - h)))
             i += 4
-        for i in range(i, i1):
-            for j in range(j0, j1):
-                part_b[j - j0] += dy[i, j]
-                part_g[j - j0] += dy[i, j] * xhat[i, j]
-        for j in range(j0, j1):
-            dbeta[j] += part_b[j - j0]
-            dgamma[j] += part_g[j - j0]
-            part_b[j - j0], part_g[j - j0] = 0, 0
+        for i in range(i, b1):
+            for j in range(d):
+                part_b[j] += dy[i, j]
+                part_g[j] += dy[i, j] * (src[i, j] - shift[j])
+        for j in range(d):
+            dbeta[j] += part_b[j]
+            dgamma[j] += part_g[j] * scale[j]
+            part_b[j], part_g[j] = 0, 0
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _col_apply(dy, xhat, a, b, c, out, j0, j1):
-    """(N, D) columns j0:j1: dx = a*dy + b*xhat + c; returns 0 unless some dx is inf or NaN."""
+def _col_apply(dy, src, shift, a, b, c, out, i0, i1):
+    """(N, D) rows i0:i1: dx = a*dy + b*(src - shift) + c (b from `_coef` folds xhat's scale in); 0 unless inf/NaN."""
     chk = dy[0, 0] * 0
-    for i in range(dy.shape[0]):
-        for j in range(j0, j1):
-            o = a[j] * dy[i, j] + b[j] * xhat[i, j] + c[j]
+    for i in range(i0, i1):
+        for j in range(dy.shape[1]):
+            o = a[j] * dy[i, j] + b[j] * (src[i, j] - shift[j]) + c[j]  # x - mu first: exact when x is near mu
             out[i, j] = o
             chk += o * 0  # free beside the memory traffic
     return chk
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _row_sums(dy, xhat, r):
-    """sum(dy) and sum(dy*xhat) of row r in the array's dtype (split over SIMD lanes), as float64."""
+def _row_sums(dy, src, h, sk, r):
+    """sum(dy) and sum(dy*xhat), xhat = (src - h)*sk, of row r in the array's dtype (split over SIMD lanes), as float64."""
     s_dy, s_dyx = dy[r, 0] * 0, dy[r, 0] * 0  # zeros of dy's dtype; a NaN in dy still propagates
     for m in range(dy.shape[1]):
         s_dy += dy[r, m]
-        s_dyx += dy[r, m] * xhat[r, m]
-    return np.float64(s_dy), np.float64(s_dyx)
+        s_dyx += dy[r, m] * (src[r, m] - h)
+    return np.float64(s_dy), np.float64(s_dyx * sk)
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _row_apply(dy, xhat, ak, bk, ck, out, r):
-    """dx = a*dy + b*xhat + c along row r; returns 0 unless some dx is inf or NaN."""
+def _row_apply(dy, src, h, ak, bk, ck, out, r):
+    """dx = a*dy + b*(src - h) + c along row r (b folds xhat's scale in); returns 0 unless some dx is inf or NaN."""
     chk = dy[r, 0] * 0
     for m in range(dy.shape[1]):
-        o = ak * dy[r, m] + bk * xhat[r, m] + ck
+        o = ak * dy[r, m] + bk * (src[r, m] - h) + ck
         out[r, m] = o
         chk += o * 0
     return chk
 
 
 @njit(cache=True)
-def _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta):
-    """a = gamma*inv_s, b = -a*dgamma/(B-ddof), c = -a*dbeta/B in the array's dtype, from the float64 sums."""
+def _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale):
+    """dx = a*dy + b*(src - shift) + c with xhat = (src - shift)*scale: a = gamma*inv_s, b = -a*dgamma/(B-ddof)*scale,
+    c = -a*dbeta/B, in the array's dtype, from the float64 sums (shift 0 and scale 1 where src is xhat)."""
     a = gamma * inv_s
     a64 = a.astype(np.float64)
-    b = (-a64 * dgamma * inv_bd).astype(gamma.dtype)
+    b = (-a64 * dgamma * inv_bd * scale).astype(gamma.dtype)
     c = (-a64 * dbeta * inv_b).astype(gamma.dtype)
     return a, b, c
 
@@ -276,64 +335,84 @@ def _store_sums(dgamma, dbeta, dgamma_out, dbeta_out):
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _backward_cols_jit(dy, xhat, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out):
+def _backward_cols_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out):
     """(N, D) on one thread: column sums in one pass over the rows, then dx in a second pass."""
-    d = dy.shape[1]
+    n, d = dy.shape
     dgamma, dbeta = np.zeros(d), np.zeros(d)
-    _col_sums(dy, xhat, 0, d, dgamma, dbeta)
-    a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta)
-    return _col_apply(dy, xhat, a, b, c, out, 0, d) + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
+    _col_sums(dy, src, shift, scale, 0, n, dgamma, dbeta)
+    if not np.isfinite(_store_sums(dgamma, dbeta, dgamma_out, dbeta_out)):
+        return np.inf  # a sum is not finite: no dx written yet, so dy is intact even as out
+    a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
+    return _col_apply(dy, src, shift, a, b, c, out, 0, n)
 
 
 @njit(cache=True, fastmath=_FLAGS, parallel=True)
-def _backward_cols_par(dy, xhat, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, chunks):
-    """(N, D) with the columns split into `chunks` contiguous chunks, one per thread, each pass in parallel."""
-    d = dy.shape[1]
-    dgamma, dbeta = np.zeros(d), np.zeros(d)
+def _backward_cols_par(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, chunks):
+    """(N, D) with the rows split into `chunks` contiguous blocks, one per thread; per-block sums join in float64."""
+    n, d = dy.shape
+    dgamma_t, dbeta_t = np.zeros((chunks, d)), np.zeros((chunks, d))
     for t in numba.prange(chunks):
-        _col_sums(dy, xhat, t * d // chunks, (t + 1) * d // chunks, dgamma, dbeta)
-    a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta)
+        _col_sums(dy, src, shift, scale, t * n // chunks, (t + 1) * n // chunks, dgamma_t[t], dbeta_t[t])
+    dgamma, dbeta = dgamma_t.sum(axis=0), dbeta_t.sum(axis=0)  # a fixed order: the same result every run
+    if not np.isfinite(_store_sums(dgamma, dbeta, dgamma_out, dbeta_out)):
+        return np.inf  # a sum is not finite: no dx written yet
+    a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
     chk = np.zeros(chunks, dy.dtype)
     for t in numba.prange(chunks):
-        chk[t] = _col_apply(dy, xhat, a, b, c, out, t * d // chunks, (t + 1) * d // chunks)
-    return chk.sum() + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
+        chk[t] = _col_apply(dy, src, shift, a, b, c, out, t * n // chunks, (t + 1) * n // chunks)
+    return chk.sum()
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _backward_rows_jit(dy, xhat, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out):
-    """(N*C, M) rows, row r in channel r % C, on one thread: row sums, channel sums, then dx row by row."""
-    ch = gamma.shape[0]
-    dgamma, dbeta = np.zeros(ch), np.zeros(ch)
-    for r in range(dy.shape[0]):
-        s_dy, s_dyx = _row_sums(dy, xhat, r)
-        dbeta[r % ch] += s_dy
-        dgamma[r % ch] += s_dyx
-    a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta)
-    chk = dy[0, 0] * 0
-    for r in range(dy.shape[0]):
+def _rows_sums(dy, src, shift, scale, r0, r1, dgamma, dbeta):
+    """Rows r0:r1 of (N*C, M), row r in channel r % C: dbeta[k] += sum(dy), dgamma[k] += sum(dy*xhat) over its rows."""
+    ch = dgamma.shape[0]
+    for r in range(r0, r1):
         k = r % ch
-        chk += _row_apply(dy, xhat, a[k], b[k], c[k], out, r)
-    return chk + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
+        s_dy, s_dyx = _row_sums(dy, src, shift[k], scale[k], r)
+        dbeta[k] += s_dy
+        dgamma[k] += s_dyx
+
+
+@njit(cache=True, fastmath=_FLAGS)
+def _rows_apply(dy, src, shift, a, b, c, out, r0, r1):
+    """Rows r0:r1 of (N*C, M): dx = a*dy + b*(src - shift) + c with channel r % C's coefficients; 0 unless inf/NaN."""
+    ch = a.shape[0]
+    chk = dy[0, 0] * 0
+    for r in range(r0, r1):
+        k = r % ch
+        chk += _row_apply(dy, src, shift[k], a[k], b[k], c[k], out, r)
+    return chk
+
+
+@njit(cache=True, fastmath=_FLAGS)
+def _backward_rows_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out):
+    """(N*C, M) rows on one thread: row sums into channel sums, then dx row by row."""
+    ch, rows = gamma.shape[0], dy.shape[0]
+    dgamma, dbeta = np.zeros(ch), np.zeros(ch)
+    _rows_sums(dy, src, shift, scale, 0, rows, dgamma, dbeta)
+    if not np.isfinite(_store_sums(dgamma, dbeta, dgamma_out, dbeta_out)):
+        return np.inf  # a sum is not finite: no dx written yet
+    a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
+    return _rows_apply(dy, src, shift, a, b, c, out, 0, rows)
 
 
 @njit(cache=True, fastmath=_FLAGS, parallel=True)
-def _backward_rows_par(dy, xhat, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, chunks):
-    """(N*C, M) rows with the channels split over the threads (`chunks` is unused): each channel on one thread."""
-    ch = gamma.shape[0]
-    n = dy.shape[0] // ch
-    dgamma, dbeta = np.zeros(ch), np.zeros(ch)
-    a = gamma * inv_s
-    chk = np.zeros(ch, dy.dtype)
-    for k in numba.prange(ch):
-        for i in range(n):
-            s_dy, s_dyx = _row_sums(dy, xhat, i * ch + k)
-            dbeta[k] += s_dy
-            dgamma[k] += s_dyx
-        bk = dy.dtype.type(-np.float64(a[k]) * dgamma[k] * inv_bd)
-        ck = dy.dtype.type(-np.float64(a[k]) * dbeta[k] * inv_b)
-        for i in range(n):
-            chk[k] += _row_apply(dy, xhat, a[k], bk, ck, out, i * ch + k)
-    return chk.sum() + _store_sums(dgamma, dbeta, dgamma_out, dbeta_out)
+def _backward_rows_par(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, chunks):
+    """(N*C, M) rows split into `chunks` contiguous blocks, one per thread (each reads memory in order);
+    per-block channel sums join in float64."""
+    ch, rows = gamma.shape[0], dy.shape[0]
+    dgamma_t, dbeta_t = np.zeros((chunks, ch)), np.zeros((chunks, ch))
+    for t in numba.prange(chunks):
+        _rows_sums(dy, src, shift, scale, t * rows // chunks, (t + 1) * rows // chunks, dgamma_t[t], dbeta_t[t])
+    dgamma, dbeta = dgamma_t.sum(axis=0), dbeta_t.sum(axis=0)  # a fixed order: the same result every run
+    if not np.isfinite(_store_sums(dgamma, dbeta, dgamma_out, dbeta_out)):
+        return np.inf  # a sum is not finite: no dx written yet
+    a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
+    chk = np.zeros(chunks, dy.dtype)
+    for t in numba.prange(chunks):
+        chk[t] = _rows_apply(dy, src, shift, a, b, c, out, t * rows // chunks, (t + 1) * rows // chunks)
+    return chk.sum()
 
 
 def _check_threads(threads) -> int:
@@ -348,9 +427,9 @@ def _check_threads(threads) -> int:
     return int(threads)
 
 
-def _run(serial, parallel, threads, size, *args):
+def _run(serial, parallel, threads, nbytes, *args):
     """Call the serial kernel, or the parallel one on `threads` threads when the arrays are large enough."""
-    if threads == 1 or size < PARALLEL_MIN_ELEMENTS:
+    if threads == 1 or nbytes < PARALLEL_MIN_BYTES:
         return serial(*args)
     before = numba.get_num_threads()
     numba.set_num_threads(threads)
@@ -363,51 +442,81 @@ def _run(serial, parallel, threads, size, *args):
 def backward_fast(dy, cache: Cache, out=None, threads=1):
     """Same (dx, dgamma, dbeta) as `batchnorm.backward`: one fused pass for the sums, one for dx (numba).
 
-    threads > 1 splits the channels over that many threads (numba's parallel loops) when x has at
-    least PARALLEL_MIN_ELEMENTS values; sums are accumulated per chunk in the array's dtype and in
-    float64 across chunks, so the result does not depend on the thread count beyond rounding.
+    threads > 1 splits the rows (for NCHW, the (n, c) rows of H*W values) into that many contiguous
+    blocks, one per thread (numba's parallel loops), when x has at least PARALLEL_MIN_BYTES bytes;
+    sums are accumulated per block in the array's dtype and in float64 across blocks, so the result
+    does not depend on the thread count beyond rounding.
     """
     threads = _check_threads(threads)
     user_out = out
-    dy, xhat, out = _prepare(dy, cache, out)
-    if xhat.dtype.type not in (np.float32, np.float64):
+    dy, (src, shift, scale), out = _prepare(dy, cache, out)
+    if src.dtype.type not in (np.float32, np.float64):
         return _finish(dy, cache, None, user_out)
-    ch = xhat.shape[1]
-    dgamma, dbeta = np.empty(ch, xhat.dtype), np.empty(ch, xhat.dtype)
-    nchw = xhat.ndim > 2
+    ch = src.shape[1]
+    dgamma, dbeta = np.empty(ch, src.dtype), np.empty(ch, src.dtype)
+    nchw = src.ndim > 2
     serial, parallel = (_backward_rows_jit, _backward_rows_par) if nchw else (_backward_cols_jit, _backward_cols_par)
-    with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # _finish checks the result
-        chk = _run(serial, parallel, threads, xhat.size, _rows(dy), _rows(xhat), cache.gamma.reshape(ch),
-                   cache.inv_s.reshape(ch), 1.0 / (cache.B - cache.ddof), 1.0 / cache.B, _rows(out), dgamma, dbeta)
-    return _finish(dy, cache, (out, dgamma, dbeta) if np.isfinite(chk) else None, user_out, in_place=np.shares_memory(out, dy))
+    # numba's loops raise no floating-point warnings: an overflow shows up in chk instead
+    chk = _run(serial, parallel, threads, src.nbytes, _rows(dy), _rows(src), shift, scale, cache.gamma.reshape(ch),
+               cache.inv_s.reshape(ch), 1.0 / (cache.B - cache.ddof), 1.0 / cache.B, _rows(out), dgamma, dbeta)
+    if not np.isfinite(chk):  # inf: a sum overflowed before any dx was written; NaN: some dx did
+        return _finish(dy, cache, None, user_out, in_place=bool(np.isnan(chk)) and np.shares_memory(out, dy))
+    if out.dtype == cache.x.dtype:  # float32, float64: already in x's dtype, and in out if given
+        return out, dgamma, dbeta
+    return _finish(dy, cache, (out, dgamma, dbeta), user_out)  # float16: cast back, refusing what does not fit
 
 
-# The tuned forward. Pass 1 reads x once for sums shifted by one value of each channel (so an offset
-# does not cancel digits away); pass 2 reads x and writes xmu, xhat and y. The shifted one-pass
-# variance s2 - s1**2/B loses digits when the mean is far from the shift in units of the spread;
-# where it loses more than CANCEL_BITS of float64's 53, `forward_fast` falls back to `forward`.
-CANCEL_BITS = 20
+# The tuned forward. Pass 1 reads x once for sums shifted by a value near each channel's mean (so an
+# offset does not cancel digits away); pass 2 reads x and writes y alone (xmu and xhat are left to
+# LazyCache). For (N, D) the shift is the mean of the first SHIFT_ROWS rows and the partial sums run
+# in x's dtype over ROWS_PER_BLOCK rows, on all SIMD lanes; for NCHW the shift is the channel's first
+# value and each row's sums run in float64. The one-pass variance s2 - s1**2/B loses digits when the
+# mean is far from the shift in units of the spread: where it would lose more than CANCEL_BITS of the
+# partial sums' precision, `forward_fast` falls back to `forward`.
+CANCEL_BITS = {np.float64: 20, np.float32: 4}  # float32 partial sums keep about 20 of 24 bits before this
+CANCEL_BITS_FLOAT64 = CANCEL_BITS[np.float64]
+# The (N, D) shift averages this many rows: (mean - shift)**2 is then about var/8, so s2 - s1**2/B keeps
+# all but a fraction of a bit, and the extra read is an eighth of one 64-row block.
+SHIFT_ROWS = 8
 # With eps >= MIN_EPS, s >= 1e-15: squares that underflow in float64 (below 1e-308) cannot matter to s.
 MIN_EPS = 1e-30
 
 
+@njit(cache=True)
+def _col_shift(x):
+    """Per column, the mean of the first SHIFT_ROWS rows in x's dtype: near the column's mean, so few digits cancel."""
+    m = min(x.shape[0], SHIFT_ROWS)
+    acc = np.zeros(x.shape[1])
+    for i in range(m):
+        for j in range(x.shape[1]):
+            acc[j] += x[i, j]
+    return (acc / m).astype(x.dtype)
+
+
 @njit(cache=True, fastmath=_FLAGS)
-def _moments_cols(x, shift, s1, s2):
-    """(N, D): s1 = sum(x - shift), s2 = sum((x - shift)**2) per column, in float64, 4 rows per sweep."""
-    n = x.shape[0]
-    i = 0
-    while i + 4 <= n:  # each sum is loaded and stored once per 4 rows
-        for j in range(x.shape[1]):
-            t0, t1 = np.float64(x[i, j]) - shift[j], np.float64(x[i + 1, j]) - shift[j]
-            t2, t3 = np.float64(x[i + 2, j]) - shift[j], np.float64(x[i + 3, j]) - shift[j]
-            s1[j] += (t0 + t1) + (t2 + t3)
-            s2[j] += (t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3)
-        i += 4
-    for i in range(i, n):
-        for j in range(x.shape[1]):
-            t = np.float64(x[i, j]) - shift[j]
-            s1[j] += t
-            s2[j] += t * t
+def _moments_cols(x, h, s1, s2):
+    """(N, D): s1 = sum(x - h), s2 = sum((x - h)**2) per column; partial sums in x's dtype over at most
+    ROWS_PER_BLOCK rows (every SIMD lane of float32), then float64 totals, 4 rows per sweep."""
+    n, d = x.shape
+    p1, p2 = np.zeros(d, x.dtype), np.zeros(d, x.dtype)
+    for b0 in range(0, n, ROWS_PER_BLOCK):
+        b1 = min(b0 + ROWS_PER_BLOCK, n)
+        i = b0
+        while i + 4 <= b1:  # each partial sum is loaded and stored once per 4 rows
+            for j in range(d):
+                t0, t1, t2, t3 = x[i, j] - h[j], x[i + 1, j] - h[j], x[i + 2, j] - h[j], x[i + 3, j] - h[j]
+                p1[j] += (t0 + t1) + (t2 + t3)
+                p2[j] += (t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3)
+            i += 4
+        for i in range(i, b1):
+            for j in range(d):
+                t = x[i, j] - h[j]
+                p1[j] += t
+                p2[j] += t * t
+        for j in range(d):
+            s1[j] += p1[j]
+            s2[j] += p2[j]
+            p1[j], p2[j] = 0, 0
 
 
 @njit(cache=True, fastmath=_FLAGS)
@@ -426,12 +535,12 @@ def _moments_rows(x, shift, s1, s2):
 
 
 @njit(cache=True)
-def _statistics(s1, s2, shift, B, ddof, eps, mu, var, s, inv_s):
+def _statistics(s1, s2, shift, B, ddof, eps, cancel_bits, mu, var, s, inv_s):
     """mu, var, s = sqrt(var + eps), inv_s = 1/s in x's dtype (as `forward` rounds them); False if digits cancelled."""
     one = mu.dtype.type(1)
     for k in range(s1.shape[0]):
         m2 = s2[k] - s1[k] * s1[k] / B  # sum((x - mu)**2), shifted
-        if not (np.isfinite(m2) and m2 >= s2[k] * 2.0**-CANCEL_BITS):
+        if not (np.isfinite(m2) and m2 >= s2[k] * 2.0**-cancel_bits):
             return False
         mu[k] = shift[k] + s1[k] / B
         var[k] = m2 / (B - ddof)
@@ -443,8 +552,8 @@ def _statistics(s1, s2, shift, B, ddof, eps, mu, var, s, inv_s):
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _normalize_rows(x, mu, inv_s, gamma, beta, xmu, xhat, y):
-    """(rows, M), row r in channel r % C: xmu = x - mu, xhat = xmu*inv_s, y = gamma*xhat + beta in one sweep."""
+def _normalize_rows(x, mu, inv_s, gamma, beta, y):
+    """(rows, M), row r in channel r % C: y = gamma*xhat + beta with xhat = (x - mu)*inv_s, in one sweep."""
     ch = mu.shape[0]
     chk = x[0, 0] * 0
     for r in range(x.shape[0]):
@@ -454,13 +563,13 @@ def _normalize_rows(x, mu, inv_s, gamma, beta, xmu, xhat, y):
             v = x[r, m] - mk
             h = v * ik
             o = gk * h + bk
-            xmu[r, m], xhat[r, m], y[r, m] = v, h, o
+            y[r, m] = o
             chk += o * 0  # 0 unless some y is inf or NaN
     return chk
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _normalize_cols(x, mu, inv_s, gamma, beta, xmu, xhat, y):
+def _normalize_cols(x, mu, inv_s, gamma, beta, y):
     """(N, D): the same sweep with per-column statistics."""
     chk = x[0, 0] * 0
     for i in range(x.shape[0]):
@@ -468,46 +577,66 @@ def _normalize_cols(x, mu, inv_s, gamma, beta, xmu, xhat, y):
             v = x[i, j] - mu[j]
             h = v * inv_s[j]
             o = gamma[j] * h + beta[j]
-            xmu[i, j], xhat[i, j], y[i, j] = v, h, o
+            y[i, j] = o
             chk += o * 0
     return chk
 
 
 @njit(cache=True)
-def _forward_jit(x, gamma, beta, eps, ddof, nchw, xmu, xhat, y, mu, var, s, inv_s):
-    """Both passes and the statistics between them; False where `forward` must take over (non-finite, cancellation)."""
-    ch = mu.shape[0]
+def _exponent_span(gamma, s):
+    """The largest |k| among the powers of two 2**k of min and max |gamma| and s, as `forward`'s _in_window reads them."""
+    lo_g, hi_g, lo_s, hi_s = np.inf, 0.0, np.inf, 0.0
+    for k in range(gamma.shape[0]):
+        g = abs(np.float64(gamma[k]))
+        lo_g, hi_g = min(lo_g, g), max(hi_g, g)
+        lo_s, hi_s = min(lo_s, np.float64(s[k])), max(hi_s, np.float64(s[k]))
+    return max(abs(math.frexp(lo_g)[1]), abs(math.frexp(hi_g)[1]), abs(math.frexp(lo_s)[1]), abs(math.frexp(hi_s)[1]))
+
+
+@njit(cache=True)
+def _forward_jit(x, gamma, beta, eps, ddof, nchw, cancel_bits, y, stats):
+    """Both passes and the statistics (rows mu, var, s, inv_s of `stats`) between them.
+
+    Returns -1 where `forward` must take over (non-finite, cancellation), else the exponent span of gamma and s.
+    """
+    ch = gamma.shape[0]
     if not (np.isfinite(gamma).all() and np.isfinite(beta).all()):
-        return False  # forward names the parameter
+        return -1  # forward names the parameter
+    mu, var, s, inv_s = stats[0], stats[1], stats[2], stats[3]
     B = x.size // ch
     s1, s2 = np.zeros(ch), np.zeros(ch)
     if nchw:
         shift = x[:ch, 0].astype(np.float64)
         _moments_rows(x, shift, s1, s2)
+        cancel_bits = CANCEL_BITS_FLOAT64  # float64 sums, whatever x's dtype
     else:
-        shift = x[0, :].astype(np.float64)
-        _moments_cols(x, shift, s1, s2)
-    if not _statistics(s1, s2, shift, B, ddof, eps, mu, var, s, inv_s):
-        return False
-    chk = _normalize_rows(x, mu, inv_s, gamma, beta, xmu, xhat, y) if nchw else _normalize_cols(x, mu, inv_s, gamma, beta, xmu, xhat, y)
-    return np.isfinite(chk)
+        h = _col_shift(x)
+        _moments_cols(x, h, s1, s2)
+        shift = h.astype(np.float64)
+    if not _statistics(s1, s2, shift, B, ddof, eps, cancel_bits, mu, var, s, inv_s):
+        return -1
+    chk = _normalize_rows(x, mu, inv_s, gamma, beta, y) if nchw else _normalize_cols(x, mu, inv_s, gamma, beta, y)
+    return _exponent_span(gamma, s) if np.isfinite(chk) else -1
 
 
-def _param(p, ch, dtype):
-    """A copy of gamma or beta as a contiguous (C,) array of x's dtype, or None for `forward` to check and explain."""
-    if type(p) is np.ndarray and p.shape == (ch,) and p.dtype == dtype:
-        return p.copy()
+def _param(p, ch, dtype, copy):
+    """gamma or beta as a contiguous (C,) array of x's dtype (a copy if asked), or None for `forward` to explain."""
+    if type(p) is np.ndarray and p.shape == (ch,) and p.dtype == dtype and p.flags.c_contiguous:
+        return p.copy() if copy else p
     try:
         arr = np.asarray(p)
     except (TypeError, ValueError):
         return None
     if arr.shape != (ch,) or arr.dtype.kind not in "fiu":
         return None
-    return np.ascontiguousarray(arr, dtype=dtype)
+    return np.array(arr, dtype=dtype, order="C", copy=True) if copy else np.ascontiguousarray(arr, dtype=dtype)
 
 
 def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
-    """Same (y, cache) as `batchnorm.forward` in two fused passes (numba).
+    """Same y as `batchnorm.forward` in two fused passes (numba), and a LazyCache that keeps x itself.
+
+    Only y is written, as in PyTorch: the cache's xmu and xhat are computed when first read, and
+    `backward_fast` recomputes xhat from x inside its passes, so x must not change before the backward.
 
     float16 and longdouble x, eps below MIN_EPS (eps = 0 needs forward's zero-variance check),
     non-finite or refused input, statistics beyond the dtype and the rare channel whose shifted
@@ -517,22 +646,24 @@ def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
             or type(ddof) is not int or ddof not in (0, 1) or not isinstance(eps, float) or not MIN_EPS <= eps < np.inf):
         return forward(x, gamma, beta, eps=eps, ddof=ddof)
     ch = x.shape[1]
-    gamma_c, beta_c = _param(gamma, ch, x.dtype), _param(beta, ch, x.dtype)
+    gamma_c = _param(gamma, ch, x.dtype, copy=True)  # the cache keeps gamma: a copy, as `forward` keeps it
+    beta_c = _param(beta, ch, x.dtype, copy=False)  # read in this call only
     if gamma_c is None or beta_c is None or x.size // ch < 2:  # forward refuses a batch of one value per channel
         return forward(x, gamma, beta, eps=eps, ddof=ddof)
     x = np.ascontiguousarray(x)
-    xmu, xhat, y = np.empty_like(x), np.empty_like(x), np.empty_like(x)
-    shape = param_shape(x.ndim, ch)
-    mu, var, s, inv_s = (np.empty(shape, x.dtype) for _ in range(4))
-    if not _forward_jit(_rows(x), gamma_c, beta_c, eps, ddof, x.ndim > 2, _rows(xmu), _rows(xhat), _rows(y),
-                        mu.reshape(ch), var.reshape(ch), s.reshape(ch), inv_s.reshape(ch)):
+    y = np.empty_like(x)
+    stats = np.empty((4, ch), x.dtype)  # mu, var, s, inv_s: one allocation, four views
+    span = _forward_jit(_rows(x), gamma_c, beta_c, eps, ddof, x.ndim > 2, CANCEL_BITS[x.dtype.type], _rows(y), stats)
+    if span < 0:
         return forward(x, gamma, beta, eps=eps, ddof=ddof)  # refuses a NaN with its name, or computes exactly
-    axes = reduce_axes(x.ndim)
     B = x.size // ch
+    shape = (1, ch) + (1,) * (x.ndim - 2)
+    axes = (0,) + tuple(range(2, x.ndim))
     # as `forward` decides it: are gamma and s near enough to 1 that a backward needs no rescaling?
-    g = np.abs(gamma_c)
-    in_range = _in_window([math.frexp(float(v))[1] for v in (g.min(), g.max(), s.min(), s.max())], x.dtype, B)
-    return y, Cache(x, mu, xmu, var, s, inv_s, xhat, gamma_c.reshape(shape), eps, ddof, axes, axes, B, in_range)
+    in_range = _in_window([span], x.dtype, B)
+    mu, var, s, inv_s = stats.reshape((4,) + shape)
+    return y, LazyCache._from_fields(x, mu, None, var, s, inv_s, None, gamma_c.reshape(shape), eps, ddof, axes, axes, B,
+                                     in_range)
 
 
-__all__ = ["PARALLEL_MIN_ELEMENTS", "backward_blocked", "backward_fast", "forward_fast"]
+__all__ = ["PARALLEL_MIN_BYTES", "LazyCache", "backward_blocked", "backward_fast", "forward_fast"]
