@@ -238,8 +238,8 @@ def simd_info() -> dict:
         "numpy_dispatched": [f for f in __cpu_dispatch__ if __cpu_features__.get(f)],
         "numba_cpu_name": numba.config.CPU_NAME or llvm.get_host_cpu_name(),
         "numba_cpu_name_env": os.environ.get("NUMBA_CPU_NAME"),
-        "numba_vector_registers": vector_registers([fast._backward_cols_jit, fast._backward_rows_jit,
-                                                    fast._normalize_cols, fast._normalize_rows]),
+        "numba_vector_registers": vector_registers([fast._backward_jit, fast._normalize_cols,
+                                                    fast._normalize_rows]),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 

@@ -335,35 +335,6 @@ def _store_sums(dgamma, dbeta, dgamma_out, dbeta_out):
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _backward_cols_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out):
-    """(N, D) on one thread: column sums in one pass over the rows, then dx in a second pass."""
-    n, d = dy.shape
-    dgamma, dbeta = np.zeros(d), np.zeros(d)
-    _col_sums(dy, src, shift, scale, 0, n, dgamma, dbeta)
-    if not np.isfinite(_store_sums(dgamma, dbeta, dgamma_out, dbeta_out)):
-        return np.inf  # a sum is not finite: no dx written yet, so dy is intact even as out
-    a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
-    return _col_apply(dy, src, shift, a, b, c, out, 0, n)
-
-
-@njit(cache=True, fastmath=_FLAGS, parallel=True)
-def _backward_cols_par(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, chunks):
-    """(N, D) with the rows split into `chunks` contiguous blocks, one per thread; per-block sums join in float64."""
-    n, d = dy.shape
-    dgamma_t, dbeta_t = np.zeros((chunks, d)), np.zeros((chunks, d))
-    for t in numba.prange(chunks):
-        _col_sums(dy, src, shift, scale, t * n // chunks, (t + 1) * n // chunks, dgamma_t[t], dbeta_t[t])
-    dgamma, dbeta = dgamma_t.sum(axis=0), dbeta_t.sum(axis=0)  # a fixed order: the same result every run
-    if not np.isfinite(_store_sums(dgamma, dbeta, dgamma_out, dbeta_out)):
-        return np.inf  # a sum is not finite: no dx written yet
-    a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
-    chk = np.zeros(chunks, dy.dtype)
-    for t in numba.prange(chunks):
-        chk[t] = _col_apply(dy, src, shift, a, b, c, out, t * n // chunks, (t + 1) * n // chunks)
-    return chk.sum()
-
-
-@njit(cache=True, fastmath=_FLAGS)
 def _rows_sums(dy, src, shift, scale, r0, r1, dgamma, dbeta):
     """Rows r0:r1 of (N*C, M), row r in channel r % C: dbeta[k] += sum(dy), dgamma[k] += sum(dy*xhat) over its rows."""
     ch = dgamma.shape[0]
@@ -386,32 +357,49 @@ def _rows_apply(dy, src, shift, a, b, c, out, r0, r1):
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _backward_rows_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out):
-    """(N*C, M) rows on one thread: row sums into channel sums, then dx row by row."""
+def _block_sums(dy, src, shift, scale, r0, r1, dgamma, dbeta, nchw):
+    """Rows r0:r1 into the channel sums: per column of (N, D), or per row's channel of (N*C, S)."""
+    if nchw:
+        _rows_sums(dy, src, shift, scale, r0, r1, dgamma, dbeta)
+    else:
+        _col_sums(dy, src, shift, scale, r0, r1, dgamma, dbeta)
+
+
+@njit(cache=True, fastmath=_FLAGS)
+def _block_apply(dy, src, shift, a, b, c, out, r0, r1, nchw):
+    """dx on rows r0:r1 of either layout; returns 0 unless some dx is inf or NaN."""
+    if nchw:
+        return _rows_apply(dy, src, shift, a, b, c, out, r0, r1)
+    return _col_apply(dy, src, shift, a, b, c, out, r0, r1)
+
+
+@njit(cache=True, fastmath=_FLAGS)
+def _backward_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, nchw):
+    """On one thread: the channel sums in one pass over the rows, then dx in a second pass."""
     ch, rows = gamma.shape[0], dy.shape[0]
     dgamma, dbeta = np.zeros(ch), np.zeros(ch)
-    _rows_sums(dy, src, shift, scale, 0, rows, dgamma, dbeta)
+    _block_sums(dy, src, shift, scale, 0, rows, dgamma, dbeta, nchw)
     if not np.isfinite(_store_sums(dgamma, dbeta, dgamma_out, dbeta_out)):
-        return np.inf  # a sum is not finite: no dx written yet
+        return np.inf  # a sum is not finite: no dx written yet, so dy is intact even as out
     a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
-    return _rows_apply(dy, src, shift, a, b, c, out, 0, rows)
+    return _block_apply(dy, src, shift, a, b, c, out, 0, rows, nchw)
 
 
 @njit(cache=True, fastmath=_FLAGS, parallel=True)
-def _backward_rows_par(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, chunks):
-    """(N*C, M) rows split into `chunks` contiguous blocks, one per thread (each reads memory in order);
-    per-block channel sums join in float64."""
+def _backward_par(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, nchw, chunks):
+    """The rows split into `chunks` contiguous blocks, one per thread (each reads memory in order);
+    per-block sums join in float64 in a fixed order, so every run gives the same result."""
     ch, rows = gamma.shape[0], dy.shape[0]
     dgamma_t, dbeta_t = np.zeros((chunks, ch)), np.zeros((chunks, ch))
     for t in numba.prange(chunks):
-        _rows_sums(dy, src, shift, scale, t * rows // chunks, (t + 1) * rows // chunks, dgamma_t[t], dbeta_t[t])
-    dgamma, dbeta = dgamma_t.sum(axis=0), dbeta_t.sum(axis=0)  # a fixed order: the same result every run
+        _block_sums(dy, src, shift, scale, t * rows // chunks, (t + 1) * rows // chunks, dgamma_t[t], dbeta_t[t], nchw)
+    dgamma, dbeta = dgamma_t.sum(axis=0), dbeta_t.sum(axis=0)
     if not np.isfinite(_store_sums(dgamma, dbeta, dgamma_out, dbeta_out)):
         return np.inf  # a sum is not finite: no dx written yet
     a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
     chk = np.zeros(chunks, dy.dtype)
     for t in numba.prange(chunks):
-        chk[t] = _rows_apply(dy, src, shift, a, b, c, out, t * rows // chunks, (t + 1) * rows // chunks)
+        chk[t] = _block_apply(dy, src, shift, a, b, c, out, t * rows // chunks, (t + 1) * rows // chunks, nchw)
     return chk.sum()
 
 
@@ -454,11 +442,10 @@ def backward_fast(dy, cache: Cache, out=None, threads=1):
         return _finish(dy, cache, None, user_out)
     ch = src.shape[1]
     dgamma, dbeta = np.empty(ch, src.dtype), np.empty(ch, src.dtype)
-    nchw = src.ndim > 2
-    serial, parallel = (_backward_rows_jit, _backward_rows_par) if nchw else (_backward_cols_jit, _backward_cols_par)
     # numba's loops raise no floating-point warnings: an overflow shows up in chk instead
-    chk = _run(serial, parallel, threads, src.nbytes, _rows(dy), _rows(src), shift, scale, cache.gamma.reshape(ch),
-               cache.inv_s.reshape(ch), 1.0 / (cache.B - cache.ddof), 1.0 / cache.B, _rows(out), dgamma, dbeta)
+    chk = _run(_backward_jit, _backward_par, threads, src.nbytes, _rows(dy), _rows(src), shift, scale,
+               cache.gamma.reshape(ch), cache.inv_s.reshape(ch), 1.0 / (cache.B - cache.ddof), 1.0 / cache.B,
+               _rows(out), dgamma, dbeta, src.ndim > 2)
     if not np.isfinite(chk):  # inf: a sum overflowed before any dx was written; NaN: some dx did
         return _finish(dy, cache, None, user_out, in_place=bool(np.isnan(chk)) and np.shares_memory(out, dy))
     if out.dtype == cache.x.dtype:  # float32, float64: already in x's dtype, and in out if given

@@ -3,6 +3,7 @@ violation. Figures carry alt text that says what they show; widget controls carr
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -36,16 +37,25 @@ def settle(page) -> None:
     page.evaluate("() => document.fonts.ready.then(() => true)")
 
 
-@pytest.mark.parametrize("mode", ["light", "dark"])
-@pytest.mark.parametrize("name", PAGES)
-def test_axe_finds_nothing_serious(browser, base_url, audit_log, name, mode):
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=mode)
+@contextlib.contextmanager
+def opened(browser, base_url, name, **context_args):
+    """A page of the built book, offline (requests outside it are aborted), loaded and settled."""
+    context = browser.new_context(**context_args)
     context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base_url) else route.abort())
     page = context.new_page()
     page.set_default_timeout(WAIT)
     try:
         page.goto(f"{base_url}/{name}.html", wait_until="load")
         settle(page)
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("mode", ["light", "dark"])
+@pytest.mark.parametrize("name", PAGES)
+def test_axe_finds_nothing_serious(browser, base_url, audit_log, name, mode):
+    with opened(browser, base_url, name, viewport={"width": 1280, "height": 900}, color_scheme=mode) as page:
         assert page.evaluate("() => document.documentElement.dataset.theme") == mode, "the theme did not follow the mode"
         results = Axe().run(page)
         violations = results.response["violations"]
@@ -54,25 +64,15 @@ def test_axe_finds_nothing_serious(browser, base_url, audit_log, name, mode):
         blocking = [f"{v['impact']} {v['id']}: {v['help']} at {[n['target'] for n in v['nodes'][:3]]}"
                     for v in violations if v["impact"] in BLOCKING]
         assert blocking == [], "\n".join(blocking)
-    finally:
-        context.close()
 
 
 @pytest.mark.parametrize("name", PAGES)
 def test_every_image_says_what_it_shows(browser, base_url, name):
     """Alt text on every image: not empty, not a file name; widget figures get theirs from Python."""
-    context = browser.new_context()
-    context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base_url) else route.abort())
-    page = context.new_page()
-    page.set_default_timeout(WAIT)
-    try:
-        page.goto(f"{base_url}/{name}.html", wait_until="load")
-        settle(page)
+    with opened(browser, base_url, name) as page:
         images = page.evaluate("() => [...document.querySelectorAll('main img')].map(i => ({src: i.src, alt: i.alt}))")
         bad = [i for i in images if len(i["alt"].split()) < 4 or i["alt"].rsplit(".", 1)[-1] in ("png", "svg", "jpg")]
         assert bad == [], f"images without alt text that says what they show: {bad}"
-    finally:
-        context.close()
 
 
 # Dark mode, beyond axe (which leaves text over images, gradients or unrendered sections as
@@ -116,13 +116,7 @@ DARK_MODE_JS = """() => {
 def test_dark_mode_keeps_text_and_figures_readable(browser, base_url, name):
     """In the theme's dark mode: widget labels, readouts and menus, tables, captions and prose reach
     WCAG AA contrast (4.5:1) against what is behind them; every figure shows on a light ground."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="dark")
-    context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base_url) else route.abort())
-    page = context.new_page()
-    page.set_default_timeout(WAIT)
-    try:
-        page.goto(f"{base_url}/{name}.html", wait_until="load")
-        settle(page)
+    with opened(browser, base_url, name, viewport={"width": 1280, "height": 900}, color_scheme="dark") as page:
         assert page.evaluate("() => document.documentElement.dataset.theme") == "dark"
         found = page.evaluate(DARK_MODE_JS)
         assert found["texts"], "no text checked: the selectors no longer match the page"
@@ -130,5 +124,3 @@ def test_dark_mode_keeps_text_and_figures_readable(browser, base_url, name):
         assert low == [], f"text below 4.5:1 in dark mode: {low[:10]}"
         dark = [f["src"] for f in found["figures"] if f["transparent"] and f["backdrop"] < 0.5]
         assert dark == [], f"figures with transparent pixels on a dark background: {dark}"
-    finally:
-        context.close()
