@@ -10,6 +10,10 @@ current"), and MPI tests reported loudly when skipped.
   (tests/notebook_checks.second_env). Both must reproduce the stored outputs.
 - Cells tagged `mpi` launch mpiexec: without MPI they are skipped as the MPI tests are, and the
   summary says so in red.
+- Scheduling (pytest-xdist, `--dist loadfile`): the test files that compile the numba kernels run as one
+  unit on one worker, so that on a fresh checkout each kernel compiles once (the others load numba's
+  cache) instead of once per worker; `-n auto` starts one worker more than there are cores, because
+  workers spend part of their time waiting on a kernel, mpiexec or a sleeping child process.
 """
 
 from __future__ import annotations
@@ -21,11 +25,15 @@ from unittest import mock
 
 import pytest
 from nbval.plugin import IPyNbCell, IPyNbFile
+from xdist.scheduler import LoadFileScheduling
 
 from tests.notebook_checks import figure_difference, second_env
 
 SECOND_ENV = "second_env"
 MPI_SKIP = "MPI TESTS SKIPPED"
+# Test files whose first calls compile bnbackprop.fast's kernels (about 20 s of CPU on a fresh checkout).
+NUMBA_FILES = frozenset(f"tests/{name}.py" for name in ("test_fast", "test_fast_forward", "test_edges",
+                                                      "test_edges_property"))
 
 
 @lru_cache(maxsize=1)
@@ -94,3 +102,24 @@ def pytest_terminal_summary(terminalreporter):
     if skipped:
         terminalreporter.write_sep("!", f"{len(skipped)} MPI TESTS SKIPPED: SyncBN over MPI was NOT tested. "
                                    "Install it with: pip install 'bnbackprop[mpi]' (make does)", red=True, bold=True)
+
+
+class CompileOnceScheduling(LoadFileScheduling):
+    """xdist's loadfile, except that the NUMBA_FILES form one unit: one worker compiles, in turn."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        scope = super()._split_scope(nodeid)
+        return "numba kernels" if scope in NUMBA_FILES else scope
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Our scheduler where the run asks for loadfile (pyproject's addopts); xdist's own otherwise."""
+    return CompileOnceScheduling(config, log) if config.getoption("dist") == "loadfile" else None
+
+
+def pytest_xdist_auto_num_workers(config):
+    """-n auto: one worker per core plus one (PYTEST_XDIST_AUTO_NUM_WORKERS still overrides)."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist's own hook reads it
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores + 1
