@@ -32,8 +32,8 @@ from tests.notebook_checks import figure_difference, second_env
 SECOND_ENV = "second_env"
 MPI_SKIP = "MPI TESTS SKIPPED"
 # Test files whose first calls compile bnbackprop.fast's kernels (about 20 s of CPU on a fresh checkout).
-NUMBA_FILES = frozenset(f"tests/{name}.py" for name in ("test_fast", "test_fast_forward", "test_edges",
-                                                      "test_edges_property"))
+NUMBA_FILES = frozenset(f"tests/{name}.py" for name in ("test_fast", "test_fast_forward", "test_fast_streaming",
+                                                      "test_edges", "test_edges_property"))
 
 
 @lru_cache(maxsize=1)

@@ -22,7 +22,7 @@ def scope(nodeid: str) -> str:
 
 def test_the_numba_files_share_one_unit_and_every_other_file_is_its_own():
     numba = {scope(f"{f}::test_x[1-2]") for f in root_conftest.NUMBA_FILES}
-    assert len(numba) == 1 and len(root_conftest.NUMBA_FILES) == 4
+    assert len(numba) == 1 and len(root_conftest.NUMBA_FILES) == 5
     others = ["tests/test_grader.py::test_x", "book/11_speed.ipynb::Cell 3", "book/11_speed.ipynb[second_env]::Cell 3"]
     assert [scope(n) for n in others] == ["tests/test_grader.py", "book/11_speed.ipynb", "book/11_speed.ipynb[second_env]"]
     assert numba.isdisjoint(scope(n) for n in others)

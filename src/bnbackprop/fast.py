@@ -36,6 +36,7 @@ from .batchnorm import Cache, _in_caller_dtype, _in_window, backward, checked_dy
 
 numba = require("numba", "fast", __name__)
 njit = numba.njit
+from ._nontemporal import VECTOR_BYTES, stream_apply_1row, stream_apply_2rows, stream_fence  # noqa: E402 - needs numba
 
 # Bytes of one block of rows: a block of dy, of xhat, of dx and one temporary stay in the L2 cache,
 # so every array is read from main memory once per pass however many numpy calls touch the block.
@@ -256,6 +257,10 @@ ROWS_PER_BLOCK = 64
 # where waking it costs more than half the work saves, and paid off above 2 MiB; at 2 MiB itself the gain
 # came and went between runs.
 PARALLEL_MIN_BYTES = 1 << 21
+# From this many bytes per array, the (N, D) second pass writes dx with non-temporal stores (see
+# `_nontemporal`): dx then goes to memory without each line first being read. 32 MiB is the last-level
+# cache of the benchmark machine; below it, dx may still be in the cache when the caller reads it.
+STREAM_MIN_BYTES = 1 << 25
 
 
 @njit(cache=True, fastmath=_FLAGS, inline="always")
@@ -285,14 +290,47 @@ def _col_sums(dy, src, shift, scale, i0, i1, dgamma, dbeta):
 
 
 @njit(cache=True, fastmath=_FLAGS, inline="always")
-def _col_apply(dy, src, shift, a, b, c, out, i0, i1):
+def _col_apply(dy, src, shift, a, b, c, out, i0, i1, stream):
     """(N, D) rows i0:i1: dx = a*dy + b*(src - shift) + c (b from `_coef` folds xhat's scale in); 0 unless inf/NaN."""
+    if stream:
+        return _col_apply_streaming(dy, src, shift, a, b, c, out, i0, i1)
+    return _col_apply_cols(dy, src, shift, a, b, c, out, i0, i1, 0, dy.shape[1])
+
+
+@njit(cache=True, fastmath=_FLAGS, inline="always")
+def _col_apply_cols(dy, src, shift, a, b, c, out, i0, i1, j0, j1):
+    """`_col_apply` on columns j0:j1 of rows i0:i1."""
     chk = dy[0, 0] * 0
     for i in range(i0, i1):
-        for j in range(dy.shape[1]):
+        for j in range(j0, j1):
             o = a[j] * dy[i, j] + b[j] * (src[i, j] - shift[j]) + c[j]  # x - mu first: exact when x is near mu
             out[i, j] = o
             chk += o * 0  # free beside the memory traffic
+    return chk
+
+
+@njit(cache=True, fastmath=_FLAGS)
+def _col_apply_streaming(dy, src, shift, a, b, c, out, i0, i1):
+    """`_col_apply` with dx written by non-temporal vector stores, two rows per sweep where rows share
+    their alignment (each load of a, b, c and the shift then serves both)."""
+    d, size = dy.shape[1], dy.itemsize
+    lanes = VECTOR_BYTES // size
+    step = 2 if d * size % VECTOR_BYTES == 0 else 1
+    chk = dy[0, 0] * 0
+    i = i0
+    while i < i1:
+        rows = min(step, i1 - i)
+        misaligned = (out.ctypes.data + i * d * size) % VECTOR_BYTES
+        head = min(d, (VECTOR_BYTES - misaligned) % VECTOR_BYTES // size) if misaligned % size == 0 else d
+        nvec = (d - head) // lanes
+        chk += _col_apply_cols(dy, src, shift, a, b, c, out, i, i + rows, 0, head)
+        if rows == 2:
+            chk += stream_apply_2rows(dy, src, shift, a, b, c, out, i, head, nvec)
+        else:
+            chk += stream_apply_1row(dy, src, shift, a, b, c, out, i, head, nvec)
+        chk += _col_apply_cols(dy, src, shift, a, b, c, out, i, i + rows, head + nvec * lanes, d)
+        i += rows
+    stream_fence()
     return chk
 
 
@@ -370,15 +408,15 @@ def _block_sums(dy, src, shift, scale, r0, r1, dgamma, dbeta, nchw):
 
 
 @njit(cache=True, fastmath=_FLAGS, inline="always")
-def _block_apply(dy, src, shift, a, b, c, out, r0, r1, nchw):
-    """dx on rows r0:r1 of either layout; returns 0 unless some dx is inf or NaN."""
+def _block_apply(dy, src, shift, a, b, c, out, r0, r1, nchw, stream):
+    """dx on rows r0:r1 of either layout (streamed to memory in (N, D) if `stream`); 0 unless some dx is inf or NaN."""
     if nchw:
         return _rows_apply(dy, src, shift, a, b, c, out, r0, r1)
-    return _col_apply(dy, src, shift, a, b, c, out, r0, r1)
+    return _col_apply(dy, src, shift, a, b, c, out, r0, r1, stream)
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _backward_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, nchw):
+def _backward_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, nchw, stream):
     """On one thread: the channel sums in one pass over the rows, then dx in a second pass."""
     ch, rows = gamma.shape[0], dy.shape[0]
     dgamma, dbeta = np.zeros(ch), np.zeros(ch)
@@ -386,11 +424,11 @@ def _backward_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamm
     if not np.isfinite(_store_sums(dgamma, dbeta, dgamma_out, dbeta_out)):
         return np.inf  # a sum is not finite: no dx written yet, so dy is intact even as out
     a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
-    return _block_apply(dy, src, shift, a, b, c, out, 0, rows, nchw)
+    return _block_apply(dy, src, shift, a, b, c, out, 0, rows, nchw, stream)
 
 
 @njit(cache=True, fastmath=_FLAGS, parallel=True)
-def _backward_par(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, nchw, chunks):
+def _backward_par(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, nchw, stream, chunks):
     """The rows split into `chunks` contiguous blocks, one per thread (each reads memory in order);
     per-block sums join in float64 in a fixed order, so every run gives the same result."""
     ch, rows = gamma.shape[0], dy.shape[0]
@@ -403,7 +441,7 @@ def _backward_par(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamm
     a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
     chk = np.zeros(chunks, dy.dtype)
     for t in numba.prange(chunks):
-        chk[t] = _block_apply(dy, src, shift, a, b, c, out, t * rows // chunks, (t + 1) * rows // chunks, nchw)
+        chk[t] = _block_apply(dy, src, shift, a, b, c, out, t * rows // chunks, (t + 1) * rows // chunks, nchw, stream)
     return chk.sum()
 
 
@@ -449,7 +487,7 @@ def backward_fast(dy, cache: Cache, out=None, threads=1):
     # numba's loops raise no floating-point warnings: an overflow shows up in chk instead
     chk = _run(_backward_jit, _backward_par, threads, src.nbytes, _rows(dy), _rows(src), shift, scale,
                cache.gamma.reshape(ch), cache.inv_s.reshape(ch), 1.0 / (cache.B - cache.ddof), 1.0 / cache.B,
-               _rows(out), dgamma, dbeta, src.ndim > 2)
+               _rows(out), dgamma, dbeta, src.ndim > 2, src.nbytes >= STREAM_MIN_BYTES)
     if not np.isfinite(chk):  # inf: a sum overflowed before any dx was written; NaN: some dx did
         return _finish(dy, cache, None, user_out, in_place=bool(np.isnan(chk)) and np.shares_memory(out, dy))
     if out.dtype == cache.x.dtype:  # float32, float64: already in x's dtype, and in out if given

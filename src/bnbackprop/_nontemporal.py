@@ -1,0 +1,93 @@
+"""Non-temporal stores for numba kernels: an array written to memory without first being read into the cache.
+
+An ordinary store to a line that is not in the cache reads the line first (read for ownership), so
+writing dx out of cache costs two transfers per line. A non-temporal store writes the line alone.
+numba has no way to ask for one, and LLVM's loop vectorizer will not vectorize a scalar store that
+carries the `!nontemporal` hint, so `stream_apply` writes the vector loop of `fast`'s (N, D) second
+pass in LLVM IR itself. `stream_fence` orders the stores before anything that follows.
+
+Only for arrays larger than the last-level cache: a non-temporal store also evicts the line from the
+cache, which costs a reader who comes back for dx while it would still have been cached.
+"""
+
+from __future__ import annotations
+
+from ._extras import require
+
+numba = require("numba", "fast", __name__)
+from llvmlite import ir  # noqa: E402 - numba's own dependency, importable once numba is
+from numba.core import cgutils, types  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
+
+# Bytes per vector: one cache line, and the widest SIMD register (AVX-512); LLVM splits the vectors
+# into two or four registers on CPUs with narrower ones (AVX2, SSE2, NEON).
+VECTOR_BYTES = 64
+_FLAGS = ("reassoc", "contract", "nsz")  # as fast._FLAGS: lets LLVM fuse the multiply-adds
+
+
+def _c_arrays(dtype, ndims, *arrays) -> bool:
+    """True if every array is C-contiguous, of `dtype`, with the given number of dimensions."""
+    return all(isinstance(a, types.Array) and a.layout == "C" and a.dtype == dtype and a.ndim == n
+               for a, n in zip(arrays, ndims))
+
+
+def _make_stream_apply(nrows: int):
+    """The intrinsic for `nrows` consecutive rows that share each load of the coefficients."""
+
+    def codegen(context, builder, sig, args):
+        elem = context.get_value_type(sig.args[0].dtype)
+        lanes = VECTOR_BYTES // context.get_abi_sizeof(elem)
+        vec = ir.VectorType(elem, lanes)
+        dy, src, shift, a, b, c, out = (context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:7], args[:7]))
+        i, j0, nvec = args[7:]
+        width = cgutils.unpack_tuple(builder, dy.shape)[1]
+        zero = ir.Constant(vec, [ir.Constant(elem, 0.0)] * lanes)
+        chk = cgutils.alloca_once_value(builder, zero)
+        nontemporal = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
+
+        def load(array, index):  # unaligned: only out's rows are aligned by the caller
+            return builder.load(builder.bitcast(builder.gep(array.data, [index]), vec.as_pointer()), align=1)
+
+        with cgutils.for_range(builder, nvec) as loop:
+            j = builder.add(j0, builder.mul(loop.index, ir.Constant(j0.type, lanes)))
+            va, vb, vc, vshift = (load(arr, j) for arr in (a, b, c, shift))
+            for r in range(nrows):
+                k = builder.add(builder.mul(builder.add(i, ir.Constant(i.type, r)), width), j)
+                centred = builder.fsub(load(src, k), vshift, flags=_FLAGS)  # x - mu first, as in fast._col_apply
+                o = builder.fadd(builder.fadd(builder.fmul(va, load(dy, k), flags=_FLAGS),
+                                              builder.fmul(vb, centred, flags=_FLAGS), flags=_FLAGS), vc, flags=_FLAGS)
+                store = builder.store(o, builder.bitcast(builder.gep(out.data, [k]), vec.as_pointer()), align=VECTOR_BYTES)
+                store.set_metadata("nontemporal", nontemporal)
+                builder.store(builder.fadd(builder.load(chk), builder.fmul(o, zero)), chk)  # NaN if o is inf or NaN
+        total = builder.load(chk)
+        out_chk = builder.extract_element(total, ir.Constant(ir.IntType(32), 0))
+        for lane in range(1, lanes):
+            out_chk = builder.fadd(out_chk, builder.extract_element(total, ir.Constant(ir.IntType(32), lane)))
+        return out_chk
+
+    @intrinsic
+    def stream_apply(typingctx, dy, src, shift, a, b, c, out, i, j0, nvec):
+        """dx = a*dy + b*(src - shift) + c on rows i..i+nrows-1, columns j0 .. j0 + nvec*lanes - 1, written to out
+        with non-temporal vector stores (out[i, j0] must be VECTOR_BYTES-aligned); returns 0 unless some dx is inf/NaN."""
+        dtype = getattr(dy, "dtype", None)
+        if (dtype not in (types.float32, types.float64) or not _c_arrays(dtype, (2, 2, 1, 1, 1, 1, 2), dy, src, shift, a, b, c, out)
+                or not all(isinstance(n, types.Integer) for n in (i, j0, nvec))):
+            return None
+        return dtype(dy, src, shift, a, b, c, out, types.intp, types.intp, types.intp), codegen
+
+    return stream_apply
+
+
+stream_apply_1row = _make_stream_apply(1)
+stream_apply_2rows = _make_stream_apply(2)
+
+
+@intrinsic
+def stream_fence(typingctx):
+    """A full fence: the non-temporal stores before it are visible before any memory access after it."""
+
+    def codegen(context, builder, sig, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.none(), codegen
