@@ -12,7 +12,7 @@ current"), and MPI tests reported loudly when skipped.
   summary says so in red.
 - Scheduling (pytest-xdist, `--dist loadfile`): the test files that compile the numba kernels run as one
   unit on one worker, so that on a fresh checkout each kernel compiles once (the others load numba's
-  cache) instead of once per worker; `-n auto` starts one worker more than there are cores, because
+  cache) instead of once per worker; `-n auto` starts one worker more than xdist would (one per core), because
   workers spend part of their time waiting on a kernel, mpiexec or a sleeping child process.
 """
 
@@ -25,6 +25,7 @@ from unittest import mock
 
 import pytest
 from nbval.plugin import IPyNbCell, IPyNbFile
+from xdist.plugin import pytest_xdist_auto_num_workers as xdist_auto_num_workers
 from xdist.scheduler import LoadFileScheduling
 
 from tests.notebook_checks import figure_difference, second_env
@@ -118,8 +119,8 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_xdist_auto_num_workers(config):
-    """-n auto: one worker per core plus one (PYTEST_XDIST_AUTO_NUM_WORKERS still overrides)."""
-    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
-        return None  # xdist's own hook reads it
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return cores + 1
+    """-n auto: one worker more than xdist's own choice (its count of physical cores); -n logical and
+    PYTEST_XDIST_AUTO_NUM_WORKERS are left to xdist."""
+    if config.option.numprocesses != "auto" or os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    return xdist_auto_num_workers(config) + 1

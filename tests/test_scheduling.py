@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import importlib.util
-import os
-import re
+import shlex
+import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -28,20 +31,52 @@ def test_the_numba_files_share_one_unit_and_every_other_file_is_its_own():
     assert numba.isdisjoint(scope(n) for n in others)
 
 
+def uses_fast(path: Path) -> bool:
+    """True if the module imports bnbackprop.fast, in any spelling."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import) and any(a.name == "bnbackprop.fast" for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module == "bnbackprop.fast" or (
+                node.module == "bnbackprop" and any(a.name == "fast" for a in node.names))):
+            return True
+    return False
+
+
 def test_every_test_file_that_runs_the_numba_kernels_is_in_the_unit():
     # A new file calling bnbackprop.fast outside the unit would compile the kernels on a second worker.
-    uses = {f"tests/{p.name}" for p in (ROOT / "tests").glob("test_*.py")
-            if p.name != Path(__file__).name and re.search(r"\b(backward_fast|forward_fast|from bnbackprop\.fast import|bnbackprop import fast)\b", p.read_text())}
+    uses = {f"tests/{p.name}" for p in (ROOT / "tests").glob("test_*.py") if uses_fast(p)}
     assert uses == root_conftest.NUMBA_FILES
-    assert all((ROOT / f).is_file() for f in root_conftest.NUMBA_FILES)
 
 
-def test_auto_starts_one_worker_more_than_there_are_cores(monkeypatch):
+def test_uses_fast_sees_every_spelling(tmp_path):
+    spellings = ["import bnbackprop.fast as bf", "from bnbackprop import batchnorm, fast", "from bnbackprop.fast import backward_fast"]
+    for k, text in enumerate(spellings + ["from bnbackprop import batchnorm", "import bnbackprop.fastish"]):
+        (tmp_path / f"m{k}.py").write_text(text + "\n")
+        assert uses_fast(tmp_path / f"m{k}.py") == (k < len(spellings)), text
+
+
+def test_make_test_asks_for_the_scheduler_and_names_each_plugin_it_loads():
+    addopts = shlex.split(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"])
+    assert {("-n", "auto"), ("--dist", "loadfile")} <= set(zip(addopts, addopts[1:]))  # else the hooks never act
+    assert "--disable-plugin-autoload" in addopts
+    # -p takes entry-point names, so that `-p no:xdist` and the like still switch a plugin off
+    named = {b for a, b in zip(addopts, addopts[1:]) if a == "-p"}
+    entry_points = {ep.name for ep in importlib.metadata.entry_points(group="pytest11")}
+    assert named == {"xdist", "xdist.looponfail", "nbval", "hypothesispytest"} and named <= entry_points
+
+
+def auto_config(numprocesses):
+    """The part of pytest's config that the worker-count hooks read."""
+    return SimpleNamespace(option=SimpleNamespace(numprocesses=numprocesses))
+
+
+def test_auto_starts_one_worker_more_than_xdist_would(monkeypatch):
     monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert root_conftest.pytest_xdist_auto_num_workers(None) == cores + 1
+    config = auto_config("auto")
+    assert root_conftest.pytest_xdist_auto_num_workers(config) == root_conftest.xdist_auto_num_workers(config) + 1
+    assert root_conftest.pytest_xdist_auto_num_workers(auto_config("logical")) is None  # xdist's own count
     monkeypatch.setenv("PYTEST_XDIST_AUTO_NUM_WORKERS", "5")
-    assert root_conftest.pytest_xdist_auto_num_workers(None) is None  # xdist's own hook then reads the variable
+    assert root_conftest.pytest_xdist_auto_num_workers(config) is None  # xdist's own hook then reads the variable
 
 
 @pytest.mark.parametrize(("dist", "ours"), [("loadfile", True), ("load", False), ("no", False)])

@@ -246,9 +246,9 @@ def backward_blocked(dy, cache: Cache, out=None):
 # no 'nnan'/'ninf': a NaN in dy must reach the sums, where the finite check sees it.
 _FLAGS = {"reassoc", "contract", "nsz"}
 # The backward's row loops are inlined (inline="always") into the two kernels, which use the same
-# _FLAGS: each is then compiled once, inside its kernel, not also as a function of its own (about 3 s
-# less of numba compiling per CPU build). The forward's loops are not: `_forward_jit` is compiled
-# without fastmath, and an inlined loop would take its caller's flags.
+# _FLAGS: each is compiled inside each kernel that calls it, and no longer also as a function of its
+# own (about 3 s less of numba compiling per CPU build). The forward's loops are not: `_forward_jit`
+# is compiled without fastmath, and an inlined loop would take its caller's flags.
 # Partial sums in the array's dtype cover at most this many rows (or one NCHW row) before they join
 # float64 totals: float32 rounding then grows with 64 (split over the SIMD lanes), not with N.
 ROWS_PER_BLOCK = 64
