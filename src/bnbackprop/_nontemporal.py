@@ -91,3 +91,6 @@ def stream_fence(typingctx):
         return context.get_dummy_value()
 
     return types.none(), codegen
+
+
+__all__ = ["VECTOR_BYTES", "stream_apply_1row", "stream_apply_2rows", "stream_fence"]

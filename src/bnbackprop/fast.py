@@ -7,8 +7,10 @@ c = -a*dbeta/B, in two passes over memory:
 1. read dy and xhat once, forming the two sums dbeta = sum(dy) and dgamma = sum(dy*xhat);
 2. read dy and xhat again and write dx.
 
-That is 5 array-sized transfers against 3 for `np.add(a, b, out=c)`: no two-pass backward can
-beat 5/3 of np.add's time on arrays larger than the cache.
+That is 5 array-sized transfers against 3 for `np.add(a, b, out=c)`: counting whole arrays, no
+two-pass backward can beat 5/3 of np.add's time on arrays larger than the cache. (An ordinary store
+also reads its cache line first; for (N, D) arrays from STREAM_MIN_BYTES the second pass writes dx
+with non-temporal stores, which skip that read, see `_nontemporal`.)
 
 - `backward_blocked` is numpy only: BLAS matrix-vector products for the sums and cache-sized
   blocks of rows, so the temporaries of its seven to nine numpy calls per block stay in the L2
