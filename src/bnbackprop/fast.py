@@ -294,8 +294,8 @@ def _col_sums(dy, src, shift, scale, i0, i1, dgamma, dbeta):
 @njit(cache=True, fastmath=_FLAGS, inline="always")
 def _col_apply(dy, src, shift, a, b, c, out, i0, i1, stream):
     """(N, D) rows i0:i1: dx = a*dy + b*(src - shift) + c (b from `_coef` folds xhat's scale in); 0 unless inf/NaN."""
-    if stream:
-        return _col_apply_streaming(dy, src, shift, a, b, c, out, i0, i1)
+    if stream:  # row bounds as intp: the parallel kernel's are unsigned, and one type means one compile
+        return _col_apply_streaming(dy, src, shift, a, b, c, out, np.intp(i0), np.intp(i1))
     return _col_apply_cols(dy, src, shift, a, b, c, out, i0, i1, 0, dy.shape[1])
 
 
