@@ -65,20 +65,46 @@ def test_out_may_be_dy_on_the_streamed_path(dtype, shape):
     assert np.max(np.abs(got - want)) <= 8 * np.finfo(dtype).eps * (np.max(np.abs(want)) + np.max(np.abs(dy) * np.abs(cache.gamma * cache.inv_s)))
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_a_dx_that_overflows_in_the_streamed_pass_is_recomputed(seed):
-    """gamma * dy overflows on the way, though dx fits: pass 2 reports it and the scale-safe backward answers."""
-    rng = np.random.default_rng(seed)
-    x = 100 * rng.standard_normal((6, 40)) + 300
-    gamma, beta = rng.uniform(50, 100, 40) * rng.choice([-1, 1], 40), rng.normal(size=40)
-    dy = rng.uniform(-1.0, 1.0, (6, 40))
-    dy /= np.abs(dy).max()
-    _, cache = forward(x, gamma, beta)
-    want = backward(dy, cache)
-    got = run(np.ldexp(dy, 1021), cache)
-    for g, w in zip(got, want):
-        assert np.isfinite(g).all()
-        assert np.max(np.abs(np.ldexp(g, -1021) - w)) <= 1e-13 * np.max(np.abs(w))
+def aligned_like(shape, dtype=np.float64):
+    """An empty C-contiguous array whose first element starts a cache line: every row is a vector body."""
+    size = int(np.prod(shape))
+    buf = np.empty(size + 64, dtype)
+    start = (-buf.ctypes.data % 64) // buf.itemsize
+    return buf[start:start + size].reshape(shape)
+
+
+@pytest.mark.parametrize("column", [0, 20, 63])  # first, middle and last lane group of a 64-wide row
+def test_a_dx_that_overflows_inside_the_vector_loop_is_refused_as_backward_refuses_it(column, monkeypatch):
+    """a*dy overflows in one element of the vector body: the pass must report it, not return inf."""
+    rng = np.random.default_rng(column)
+    x = 1e-3 * rng.standard_normal((6, 64))
+    _, cache = forward(x, np.full(64, 1e10), np.zeros(64))
+    dy = rng.standard_normal((6, 64))
+    dy[2, column] = 1.25e308 / (cache.gamma * cache.inv_s).ravel()[column] * 2  # a*dy = 2.5e308: beyond float64
+    with pytest.raises(ValueError, match="dx overflows float64") as want:
+        backward(dy, cache)
+    fallbacks = []
+    finish = fast._finish
+    monkeypatch.setattr(fast, "_finish", lambda *a, **k: fallbacks.append(a[2]) or finish(*a, **k))
+    with pytest.raises(ValueError, match="dx overflows float64") as got:
+        run(dy, cache, out=aligned_like((6, 64)))
+    assert str(got.value) == str(want.value) and fallbacks == [None]  # the fast pass gave up; backward answered
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_backward_fast_streams_from_stream_min_bytes_and_not_below(threads, monkeypatch):
+    rng = np.random.default_rng(threads)
+    x = 3 + rng.standard_normal((64, 48))
+    _, cache = forward(x, rng.standard_normal(48), rng.standard_normal(48))
+    seen = []
+    for name in ("_backward_jit", "_backward_par"):
+        kernel = getattr(fast, name)
+        monkeypatch.setattr(fast, name, lambda *a, k=kernel: seen.append(a[12]) or k(*a))  # a[12]: the stream flag
+    monkeypatch.setattr(fast, "PARALLEL_MIN_BYTES", 0)
+    for threshold, streamed in ((x.nbytes, True), (x.nbytes + 1, False)):
+        monkeypatch.setattr(fast, "STREAM_MIN_BYTES", threshold)
+        backward_fast(x, cache, threads=threads)
+        assert seen.pop() is streamed
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="checks x86 instructions")
@@ -92,5 +118,6 @@ def test_the_streamed_pass_really_uses_non_temporal_stores():
 
     x, ones = np.random.default_rng(0).standard_normal((8, 64)), np.ones(64)
     args = (x, x, ones, ones, ones, ones, np.empty_like(x), 0, 8)
-    assert "movnt" in fresh_asm(fast._col_apply_streaming.py_func, *args)
+    streamed = fresh_asm(fast._col_apply_streaming.py_func, *args)
+    assert "movnt" in streamed and "sfence" in streamed  # the stores, and the fence that orders them
     assert "movnt" not in fresh_asm(fast._col_apply_cols.py_func, *args, 0, 64)  # the cached path: ordinary stores

@@ -4,7 +4,7 @@ An ordinary store to a line that is not in the cache reads the line first (read 
 writing dx out of cache costs two transfers per line. A non-temporal store writes the line alone.
 numba has no way to ask for one, and LLVM's loop vectorizer will not vectorize a scalar store that
 carries the `!nontemporal` hint, so `stream_apply` writes the vector loop of `fast`'s (N, D) second
-pass in LLVM IR itself. `stream_fence` orders the stores before anything that follows.
+pass in LLVM IR itself. `stream_fence` orders the stores before the stores that follow.
 
 Only for arrays larger than the last-level cache: a non-temporal store also evicts the line from the
 cache, which costs a reader who comes back for dx while it would still have been cached.
@@ -84,10 +84,16 @@ stream_apply_2rows = _make_stream_apply(2)
 
 @intrinsic
 def stream_fence(typingctx):
-    """A full fence: the non-temporal stores before it are visible before any memory access after it."""
+    """A store fence: the non-temporal stores before it are visible before any store after it (SFENCE on
+    x86, where LLVM's `fence seq_cst` becomes a locked instruction that need not order them; a full
+    fence elsewhere, e.g. DMB on AArch64)."""
 
     def codegen(context, builder, sig, args):
-        builder.fence("seq_cst")
+        if builder.module.triple.startswith(("x86_64", "i686", "i386")):
+            sfence = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse.sfence")
+            builder.call(sfence, [])
+        else:
+            builder.fence("seq_cst")
         return context.get_dummy_value()
 
     return types.none(), codegen

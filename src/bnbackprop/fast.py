@@ -7,10 +7,12 @@ c = -a*dbeta/B, in two passes over memory:
 1. read dy and xhat once, forming the two sums dbeta = sum(dy) and dgamma = sum(dy*xhat);
 2. read dy and xhat again and write dx.
 
-That is 5 array-sized transfers against 3 for `np.add(a, b, out=c)`: counting whole arrays, no
-two-pass backward can beat 5/3 of np.add's time on arrays larger than the cache. (An ordinary store
-also reads its cache line first; for (N, D) arrays from STREAM_MIN_BYTES the second pass writes dx
-with non-temporal stores, which skip that read, see `_nontemporal`.)
+That is 5 array-sized transfers against 3 for `np.add(a, b, out=c)`: counting whole arrays, a
+two-pass backward takes about 5/3 of np.add's time or more on arrays larger than the cache (the
+"two-pass limit" of chapter 11). An ordinary store also reads its cache line first, so np.add
+really moves 4 arrays and a backward 6, a floor of 1.5; for (N, D) arrays from STREAM_MIN_BYTES
+the second pass writes dx with non-temporal stores (`_nontemporal`), which skip that read: 5
+against 4, a floor of 1.25.
 
 - `backward_blocked` is numpy only: BLAS matrix-vector products for the sums and cache-sized
   blocks of rows, so the temporaries of its seven to nine numpy calls per block stay in the L2
@@ -174,7 +176,8 @@ def _source(cache: Cache):
     # x - mu carries a factor s that xhat does not: only with s and gamma near 1 (in_range) can the products
     # dy*(x - mu) and b*inv_s neither overflow nor underflow where the stored-xhat path would not
     if isinstance(cache, LazyCache) and not cache.computed() and cache.in_range:
-        return cache.x, cache.mu.reshape(ch), cache.inv_s.reshape(ch), "x (forward_fast's cache keeps x itself)"
+        return (np.ascontiguousarray(cache.x), cache.mu.reshape(ch), cache.inv_s.reshape(ch),
+                "x (forward_fast's cache keeps x itself)")
     return np.ascontiguousarray(cache.xhat), np.zeros(ch, dtype), np.ones(ch, dtype), "cache.xhat"
 
 
