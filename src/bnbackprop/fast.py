@@ -480,7 +480,9 @@ def backward_fast(dy, cache: Cache, out=None, threads=1):
     threads > 1 splits the rows (for NCHW, the (n, c) rows of H*W values) into that many contiguous
     blocks, one per thread (numba's parallel loops), when x has at least PARALLEL_MIN_BYTES bytes;
     sums are accumulated per block in the array's dtype and in float64 across blocks, so the result
-    does not depend on the thread count beyond rounding.
+    does not depend on the thread count beyond rounding. For (N, D) arrays of at least
+    STREAM_MIN_BYTES bytes, dx is written with non-temporal stores (it bypasses the cache; same values
+    to a few ulps).
     """
     threads = _check_threads(threads)
     user_out = out
@@ -700,4 +702,4 @@ def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
                                      in_range)
 
 
-__all__ = ["PARALLEL_MIN_BYTES", "LazyCache", "backward_blocked", "backward_fast", "forward_fast"]
+__all__ = ["PARALLEL_MIN_BYTES", "STREAM_MIN_BYTES", "LazyCache", "backward_blocked", "backward_fast", "forward_fast"]
