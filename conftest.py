@@ -12,7 +12,7 @@ current"), and MPI tests reported loudly when skipped.
   summary says so in red.
 - Scheduling (pytest-xdist, `--dist loadfile`): the test files that compile the numba kernels run as one
   unit on one worker, so that on a fresh checkout each kernel compiles once (the others load numba's
-  cache) instead of once per worker; `-n auto` starts one worker more than xdist would (one per core), because
+  cache) instead of once per worker; units start longest first (UNIT_SECONDS); `-n auto` starts one worker more than xdist would (one per core), because
   workers spend part of their time waiting on a kernel, mpiexec or a sleeping child process.
 """
 
@@ -105,12 +105,41 @@ def pytest_terminal_summary(terminalreporter):
                                    "Install it with: pip install 'bnbackprop[mpi]' (make does)", red=True, bold=True)
 
 
+NUMBA_UNIT = "numba kernels"
+# Seconds of CPU of the units that take longest, from a clean run on the 2-core test machine (numba compiling
+# included). Units start longest first, so that the last ones to finish are short (a stale figure changes the
+# order, never the outcome). A notebook not listed counts NOTEBOOK_SECONDS, a test file TEST_FILE_SECONDS.
+UNIT_SECONDS = {
+    NUMBA_UNIT: 35, "tests/test_grader.py": 8, "book/11_speed.ipynb[second_env]": 7, "tests/test_grader_isolation.py": 7,
+    "tests/test_widget_base.py": 6, "tests/test_book.py": 6, "tests/test_notebook_checks.py": 6,
+    "book/12_check_your_backward.ipynb": 5, "book/12_check_your_backward.ipynb[second_env]": 5,
+    "book/08_syncbn.ipynb": 5, "book/08_syncbn.ipynb[second_env]": 5,
+}
+NOTEBOOK_SECONDS, TEST_FILE_SECONDS = 3, 1
+
+
+def unit_seconds(scope: str) -> float:
+    """The expected CPU time of a unit: UNIT_SECONDS, else the default for a notebook or a test file."""
+    return UNIT_SECONDS.get(scope, NOTEBOOK_SECONDS if ".ipynb" in scope else TEST_FILE_SECONDS)
+
+
 class CompileOnceScheduling(LoadFileScheduling):
-    """xdist's loadfile, except that the NUMBA_FILES form one unit: one worker compiles, in turn."""
+    """xdist's loadfile, except that the NUMBA_FILES form one unit (one worker compiles, in turn) and units
+    start longest first (UNIT_SECONDS), so that no worker is left with a long one at the end."""
+
+    _ordered = False
 
     def _split_scope(self, nodeid: str) -> str:
         scope = super()._split_scope(nodeid)
-        return "numba kernels" if scope in NUMBA_FILES else scope
+        return NUMBA_UNIT if scope in NUMBA_FILES else scope
+
+    def _assign_work_unit(self, node) -> None:
+        if not self._ordered:  # the queue is complete before the first unit is handed out
+            units = sorted(self.workqueue.items(), key=lambda item: -unit_seconds(item[0]))  # stable: ties keep xdist's order
+            self.workqueue.clear()
+            self.workqueue.update(units)
+            self._ordered = True
+        super()._assign_work_unit(node)
 
 
 def pytest_xdist_make_scheduler(config, log):

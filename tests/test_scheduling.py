@@ -7,6 +7,7 @@ import importlib.metadata
 import importlib.util
 import shlex
 import tomllib
+from collections import OrderedDict
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -92,3 +93,26 @@ def test_the_scheduler_is_ours_only_for_loadfile(dist, ours):
 
     made = root_conftest.pytest_xdist_make_scheduler(Config(), log=None)
     assert isinstance(made, root_conftest.CompileOnceScheduling) if ours else made is None
+
+
+def test_every_unit_with_a_measured_time_exists():
+    units = {root_conftest.NUMBA_UNIT} | {f"tests/{p.name}" for p in (ROOT / "tests").glob("test_*.py")}
+    units |= {f"book/{p.name}{suffix}" for p in (ROOT / "book").glob("*.ipynb") for suffix in ("", "[second_env]")}
+    assert set(root_conftest.UNIT_SECONDS) <= units
+    assert root_conftest.unit_seconds("book/01_graph.ipynb") == root_conftest.NOTEBOOK_SECONDS
+    assert root_conftest.unit_seconds("tests/test_math.py") == root_conftest.TEST_FILE_SECONDS
+
+
+def test_units_start_longest_first_and_ties_keep_xdists_order(monkeypatch):
+    handed = []
+    monkeypatch.setattr(root_conftest.LoadFileScheduling, "_assign_work_unit",
+                        lambda self, node: handed.append(self.workqueue.popitem(last=False)[0]))
+    sched = object.__new__(root_conftest.CompileOnceScheduling)
+    # xdist's order: most tests first
+    names = ["tests/test_syncbn.py", "book/03_triangle.ipynb", "tests/test_math.py", "tests/test_grader.py",
+             "book/01_graph.ipynb", root_conftest.NUMBA_UNIT, "book/11_speed.ipynb[second_env]"]
+    sched.workqueue = OrderedDict.fromkeys(names, {})
+    for _ in names:
+        sched._assign_work_unit(None)
+    assert handed == [root_conftest.NUMBA_UNIT, "tests/test_grader.py", "book/11_speed.ipynb[second_env]",
+                      "book/03_triangle.ipynb", "book/01_graph.ipynb", "tests/test_syncbn.py", "tests/test_math.py"]

@@ -12,7 +12,9 @@ prints every rank's line in rank order. Needs the [mpi] extra (mpi4py and the mp
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -37,6 +39,8 @@ from .syncbn import (
 # Largest error relative to the largest entry of the float64 reference, per dtype of x.
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5, "float16": 2e-3}
 BAD_INPUTS = ("nan", "channels", "empty", "dy-nan", "cache")
+# Rank 0 ends each run of `run_many` with this line and the run's exit status.
+RUN_END = "=== end of run, exit status"
 
 
 def _mpi():
@@ -88,10 +92,34 @@ def missing_mpi() -> str | None:
 
 def run(K: int, args=(), timeout: float = 120) -> subprocess.CompletedProcess:
     """Run this module on K processes; kill the whole run if it exceeds `timeout` seconds."""
+    return _launch(K, ["-m", "bnbackprop.syncbn_mpi", *map(str, args)], timeout)
+
+
+def run_many(K: int, runs, timeout: float = 120) -> list[tuple[int, str]]:
+    """Run this module once per list of arguments in `runs`, all in one launch on K processes (MPI's
+    start-up and the imports, most of a short run's time, are paid once): (exit status, rank 0's
+    output) per run, as `run` would give them. A run that ends the launch fails the rest with it."""
+    if type(K) is not int or K < 1:
+        raise (TypeError if type(K) is not int else ValueError)(f"K must be an int >= 1; got {K!r}")
+    if not isinstance(runs, (list, tuple)) or not all(
+            isinstance(a, (list, tuple)) and all(isinstance(v, (str, int)) for v in a) for a in runs):
+        raise TypeError(f"runs must be a list of argument lists (str or int items); got {runs!r}")
+    proc = _launch(K, ["-c", "import sys; from bnbackprop.syncbn_mpi import _entry_many; _entry_many(sys.argv[1])",
+                       json.dumps([[str(v) for v in a] for a in runs])], timeout)
+    parts = re.split(rf"^{RUN_END} (\d+)\n", proc.stdout, flags=re.M)
+    done = [(int(status), out) for out, status in zip(parts[0::2], parts[1::2])]
+    if len(done) != len(runs):
+        raise RuntimeError(f"the launch ended after {len(done)} of {len(runs)} runs (exit status {proc.returncode}):\n"
+                           + parts[-1] + proc.stderr)
+    return done
+
+
+def _launch(K: int, tail, timeout: float) -> subprocess.CompletedProcess:
+    """mpiexec -n K python *tail; kill the whole run if it exceeds `timeout` seconds."""
     reason = missing_mpi()
     if reason:
         raise RuntimeError(reason)
-    cmd = [mpiexec_path(), "-n", str(K), sys.executable, "-m", "bnbackprop.syncbn_mpi", *map(str, args)]
+    cmd = [mpiexec_path(), "-n", str(K), sys.executable, *tail]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -232,18 +260,34 @@ def main(argv=None) -> int:
 
 def _entry() -> None:
     """Exit with main's status; an unexpected error aborts every rank rather than leaving the others waiting."""
+    sys.exit(_abort_on_error(lambda: main()))
+
+
+def _entry_many(runs_json: str) -> None:
+    """`run_many`'s side: main once per argument list, each run's end and status marked by rank 0."""
+    def every_run():
+        for argv in json.loads(runs_json):
+            status = main(argv)
+            if _mpi().COMM_WORLD.Get_rank() == 0:
+                print(f"{RUN_END} {status}", flush=True)
+        return 0
+    sys.exit(_abort_on_error(every_run))
+
+
+def _abort_on_error(body) -> int:
+    """body()'s status; an unexpected error aborts every rank rather than leaving the others waiting."""
     try:
-        status = main()
+        return body()
     except SystemExit:
         raise
     except BaseException:
         traceback.print_exc()
         sys.stderr.flush()
         _mpi().COMM_WORLD.Abort(2)
-    sys.exit(status)
+    return 2  # not reached: Abort ends the process
 
 
-__all__ = ["BAD_INPUTS", "MPIComm", "TOLERANCE", "main", "missing_mpi", "mpiexec_path", "run", "step"]
+__all__ = ["BAD_INPUTS", "MPIComm", "TOLERANCE", "main", "missing_mpi", "mpiexec_path", "run", "run_many", "step"]
 
 
 if __name__ == "__main__":
