@@ -12,8 +12,9 @@ current"), and MPI tests reported loudly when skipped.
   summary says so in red.
 - Scheduling (pytest-xdist, `--dist loadfile`): the test files that compile the numba kernels run as one
   unit on one worker, so that on a fresh checkout each kernel compiles once (the others load numba's
-  cache) instead of once per worker; units start longest first (UNIT_SECONDS); `-n auto` starts one worker more than xdist would (one per core), because
-  workers spend part of their time waiting on a kernel, mpiexec or a sleeping child process.
+  cache) instead of once per worker; units start longest first (UNIT_SECONDS); `-n auto` starts one
+  worker more than xdist would (one per core), because workers spend part of their time waiting on a
+  kernel, mpiexec or a sleeping child process.
 """
 
 from __future__ import annotations
@@ -142,11 +143,13 @@ class CompileOnceScheduling(LoadFileScheduling):
         super()._assign_work_unit(node)
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hooks: without xdist (-p no:xdist) they are never called
 def pytest_xdist_make_scheduler(config, log):
     """Our scheduler where the run asks for loadfile (pyproject's addopts); xdist's own otherwise."""
     return CompileOnceScheduling(config, log) if config.getoption("dist") == "loadfile" else None
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config):
     """-n auto: one worker more than xdist's own choice (its count of physical cores); -n logical and
     PYTEST_XDIST_AUTO_NUM_WORKERS are left to xdist."""

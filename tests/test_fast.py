@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bnbackprop.batchnorm import backward, forward, normalize_forward
+from bnbackprop import fast
 from bnbackprop.fast import backward_blocked, backward_fast
 
 TUNED = [backward_fast, backward_blocked]
@@ -150,3 +151,32 @@ def test_integer_dy_is_cast_like_backward():
     dy, cache = case((10, 4), 4, 0.0, 0)
     dy_int = np.arange(40).reshape(10, 4) % 7
     assert max_rel(backward_fast(dy_int, cache)[0], backward(dy_int, cache)[0]) <= 1e-12
+
+
+EXACT_HELPERS = ("_coef", "_store_sums", "_col_shift", "_statistics", "_exponent_span")
+
+
+def test_every_jitted_function_names_its_flags_and_the_exact_helpers_have_none():
+    # numba compiles a function that names no fastmath flags with those of the kernel that calls it
+    jitted = {name: f for name, f in vars(fast).items() if isinstance(f, fast.numba.core.registry.CPUDispatcher)}
+    assert {"_backward_jit", "_forward_jit", *EXACT_HELPERS} <= set(jitted)
+    assert [name for name, f in jitted.items() if "fastmath" not in f.targetoptions] == []
+    assert all(jitted[name].targetoptions["fastmath"] is False for name in EXACT_HELPERS)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_coef_rounds_as_written_after_the_kernel_compiled_it(dtype):
+    # The kernel compiles _coef for this signature first; the Python call below reuses that compiled code.
+    rng = np.random.default_rng(3)
+    x = 2 + rng.standard_normal((40, 24)).astype(dtype)
+    _, cache = forward(x, rng.standard_normal(24).astype(dtype), rng.standard_normal(24).astype(dtype))
+    backward_fast(x, cache)
+    for trial in range(200):
+        gamma, inv_s, scale = (rng.standard_normal(24).astype(dtype) * 10.0 ** rng.uniform(-3, 3) for _ in range(3))
+        dgamma, dbeta = rng.standard_normal(24) * 1e3, rng.standard_normal(24) * 1e3
+        inv_bd, inv_b = 1 / float(rng.integers(2, 500)), 1 / float(rng.integers(2, 500))
+        a, b, c = fast._coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
+        a64 = (gamma * inv_s).astype(np.float64)
+        assert np.array_equal(a, gamma * inv_s)
+        assert np.array_equal(b, (-a64 * dgamma * inv_bd * scale).astype(dtype))  # left to right, as numpy rounds
+        assert np.array_equal(c, (-a64 * dbeta * inv_b).astype(dtype))

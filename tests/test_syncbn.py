@@ -11,6 +11,7 @@ from bnbackprop.batchnorm import backward, forward
 from bnbackprop.batches import random_batch
 from bnbackprop.gradcheck import rel_error
 from bnbackprop.reference import autograd_backward
+from bnbackprop.syncbn_mpi import run, run_many
 from bnbackprop.syncbn import (
     Devices,
     backward_message_bytes,
@@ -230,3 +231,25 @@ def test_a_bad_cache_on_one_device_makes_every_device_raise_after_the_message():
         sync_backward(split_batch(dy, 3), caches[:2] + [None], devices)
     # The backward's message went out, so devices waiting in it on other processes are released.
     assert [m.op for m in devices.log] == ["all-gather", "all-reduce"]
+
+
+@pytest.mark.parametrize(("call", "error", "match"), [
+    (lambda: run_many(0, []), ValueError, r"K must be an int >= 1 \(the number of processes\); got 0"),
+    (lambda: run_many("2", []), TypeError, "K must be an int >= 1"),
+    (lambda: run_many(True, []), TypeError, "K must be an int >= 1"),
+    (lambda: run_many(2, "--bad nan"), TypeError, "runs must be a list of argument lists; got str"),
+    (lambda: run_many(2, [["--seed", 1.5]]), TypeError, r"runs\[0\] must be a list of str or int arguments"),
+    (lambda: run_many(2, [["--seed", "1"], ["--seed", True]]), TypeError, r"runs\[1\] must be a list of str or int"),
+    (lambda: run_many(2, [], timeout="5"), TypeError, "timeout must be a number of seconds > 0; got '5'"),
+    (lambda: run_many(2, [], timeout=float("nan")), ValueError, "timeout must be a finite number of seconds > 0"),
+    (lambda: run_many(2, [], timeout=-1), ValueError, "timeout must be a finite number of seconds > 0; got -1"),
+    (lambda: run(2, timeout=0), ValueError, "timeout must be a finite number of seconds > 0; got 0"),
+    (lambda: run(1.0), TypeError, "K must be an int >= 1"),
+])
+def test_mpi_launchers_refuse_bad_arguments_by_name_before_starting_anything(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_run_many_with_no_runs_starts_nothing():
+    assert run_many(3, []) == []

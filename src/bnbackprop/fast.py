@@ -252,9 +252,10 @@ def backward_blocked(dy, cache: Cache, out=None):
 _FLAGS = {"reassoc", "contract", "nsz"}
 # The row loops are inlined (inline="always") into the kernels that call them, which use the same
 # _FLAGS (an inlined loop takes its caller's flags): each is compiled inside each kernel, and not also
-# as a function of its own (about 3.5 s less of numba compiling per CPU build). The few float
-# operations outside them that must round exactly (`_col_shift`, `_statistics`, `_coef`, ...) are
-# functions of their own, compiled without fastmath.
+# as a function of its own (a few seconds less of numba compiling per CPU build). The float operations
+# outside them that must round as written (`_col_shift`, `_statistics`, `_coef`, ...) are functions of
+# their own with fastmath=False said explicitly: numba compiles a function that names no flags with
+# those of the kernel that calls it.
 # Partial sums in the array's dtype cover at most this many rows (or one NCHW row) before they join
 # float64 totals: float32 rounding then grows with 64 (split over the SIMD lanes), not with N.
 ROWS_PER_BLOCK = 64
@@ -361,7 +362,7 @@ def _row_apply(dy, src, h, ak, bk, ck, out, r):
     return chk
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale):
     """dx = a*dy + b*(src - shift) + c with xhat = (src - shift)*scale: a = gamma*inv_s, b = -a*dgamma/(B-ddof)*scale,
     c = -a*dbeta/B, in the array's dtype, from the float64 sums (shift 0 and scale 1 where src is xhat)."""
@@ -372,7 +373,7 @@ def _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale):
     return a, b, c
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def _store_sums(dgamma, dbeta, dgamma_out, dbeta_out):
     """The float64 totals rounded to the array's dtype; returns 0 unless one is inf or NaN after rounding."""
     chk = 0.0
@@ -519,7 +520,7 @@ SHIFT_ROWS = 8
 MIN_EPS = 1e-30
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def _col_shift(x):
     """Per column, the mean of the first SHIFT_ROWS rows in x's dtype: near the column's mean, so few digits cancel."""
     m = min(x.shape[0], SHIFT_ROWS)
@@ -571,7 +572,7 @@ def _moments_rows(x, shift, s1, s2):
         s2[k] += t2
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def _statistics(s1, s2, shift, B, ddof, eps, cancel_bits, mu, var, s, inv_s):
     """mu, var, s = sqrt(var + eps), inv_s = 1/s in x's dtype (as `forward` rounds them); False if digits cancelled."""
     one = mu.dtype.type(1)
@@ -619,7 +620,7 @@ def _normalize_cols(x, mu, inv_s, gamma, beta, y):
     return chk
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def _exponent_span(gamma, s):
     """The largest |k| among the powers of two 2**k of min and max |gamma| and s, as `forward`'s _in_window reads them."""
     lo_g, hi_g, lo_s, hi_s = np.inf, 0.0, np.inf, 0.0

@@ -92,30 +92,46 @@ def missing_mpi() -> str | None:
 
 def run(K: int, args=(), timeout: float = 120) -> subprocess.CompletedProcess:
     """Run this module on K processes; kill the whole run if it exceeds `timeout` seconds."""
+    _check_launch(K, timeout)
     return _launch(K, ["-m", "bnbackprop.syncbn_mpi", *map(str, args)], timeout)
 
 
 def run_many(K: int, runs, timeout: float = 120) -> list[tuple[int, str]]:
     """Run this module once per list of arguments in `runs`, all in one launch on K processes (MPI's
     start-up and the imports, most of a short run's time, are paid once): (exit status, rank 0's
-    output) per run, as `run` would give them. A run that ends the launch fails the rest with it."""
-    if type(K) is not int or K < 1:
-        raise (TypeError if type(K) is not int else ValueError)(f"K must be an int >= 1; got {K!r}")
-    if not isinstance(runs, (list, tuple)) or not all(
-            isinstance(a, (list, tuple)) and all(isinstance(v, (str, int)) for v in a) for a in runs):
-        raise TypeError(f"runs must be a list of argument lists (str or int items); got {runs!r}")
+    output) per run, as `run` would give them. A run that ends the launch raises RuntimeError."""
+    _check_launch(K, timeout)
+    if not isinstance(runs, (list, tuple)):
+        raise TypeError(f"runs must be a list of argument lists; got {type(runs).__name__}")
+    for i, argv in enumerate(runs):
+        if not isinstance(argv, (list, tuple)) or not all(type(v) in (str, int) for v in argv):
+            raise TypeError(f"runs[{i}] must be a list of str or int arguments; got {argv!r}")
+    if not runs:
+        return []
     proc = _launch(K, ["-c", "import sys; from bnbackprop.syncbn_mpi import _entry_many; _entry_many(sys.argv[1])",
-                       json.dumps([[str(v) for v in a] for a in runs])], timeout)
-    parts = re.split(rf"^{RUN_END} (\d+)\n", proc.stdout, flags=re.M)
+                       json.dumps([[str(v) for v in argv] for argv in runs])], timeout)
+    parts = re.split(rf"^{re.escape(RUN_END)} (\d+)\n", proc.stdout, flags=re.M)
     done = [(int(status), out) for out, status in zip(parts[0::2], parts[1::2])]
-    if len(done) != len(runs):
+    if len(done) != len(runs) or proc.returncode != 0 or parts[-1]:
         raise RuntimeError(f"the launch ended after {len(done)} of {len(runs)} runs (exit status {proc.returncode}):\n"
                            + parts[-1] + proc.stderr)
     return done
 
 
+def _check_launch(K, timeout) -> None:
+    """K: an int >= 1; timeout: a finite number of seconds > 0."""
+    if type(K) is not int:
+        raise TypeError(f"K must be an int >= 1 (the number of processes); got {K!r}")
+    if K < 1:
+        raise ValueError(f"K must be an int >= 1 (the number of processes); got {K}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds > 0; got {timeout!r}")
+    if not 0 < timeout < float("inf"):
+        raise ValueError(f"timeout must be a finite number of seconds > 0; got {timeout}")
+
+
 def _launch(K: int, tail, timeout: float) -> subprocess.CompletedProcess:
-    """mpiexec -n K python *tail; kill the whole run if it exceeds `timeout` seconds."""
+    """mpiexec -n K python *tail; kill the whole run if it exceeds `timeout` seconds or anything stops the wait."""
     reason = missing_mpi()
     if reason:
         raise RuntimeError(reason)
@@ -124,9 +140,11 @@ def _launch(K: int, tail, timeout: float) -> subprocess.CompletedProcess:
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # mpiexec and every rank: they share the new session's group
-        proc.communicate()
         raise TimeoutError(f"{' '.join(cmd)} did not finish in {timeout} s") from None
+    finally:
+        if proc.poll() is None:  # a timeout, Ctrl-C (which the new session does not pass on), any error
+            os.killpg(proc.pid, signal.SIGKILL)  # mpiexec and every rank: they share the new session's group
+            proc.communicate()
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
@@ -260,18 +278,30 @@ def main(argv=None) -> int:
 
 def _entry() -> None:
     """Exit with main's status; an unexpected error aborts every rank rather than leaving the others waiting."""
-    sys.exit(_abort_on_error(lambda: main()))
+    sys.exit(_abort_on_error(main))
 
 
 def _entry_many(runs_json: str) -> None:
-    """`run_many`'s side: main once per argument list, each run's end and status marked by rank 0."""
+    """`run_many`'s side: main once per argument list, each run's end and exit status marked by rank 0."""
     def every_run():
         for argv in json.loads(runs_json):
-            status = main(argv)
+            status = _status(main, argv)
             if _mpi().COMM_WORLD.Get_rank() == 0:
                 print(f"{RUN_END} {status}", flush=True)
         return 0
     sys.exit(_abort_on_error(every_run))
+
+
+def _status(fn, argv) -> int:
+    """fn(argv)'s exit status, as the interpreter would give it for `python -m` (every rank gets the same
+    SystemExit from the same arguments: argparse's usage errors, a --sizes list of the wrong length)."""
+    try:
+        return fn(argv)
+    except SystemExit as stop:
+        if stop.code is None or isinstance(stop.code, int):
+            return stop.code or 0
+        print(stop.code, file=sys.stderr, flush=True)
+        return 1
 
 
 def _abort_on_error(body) -> int:
