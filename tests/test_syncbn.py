@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import numpy as np
@@ -11,7 +12,8 @@ from bnbackprop.batchnorm import backward, forward
 from bnbackprop.batches import random_batch
 from bnbackprop.gradcheck import rel_error
 from bnbackprop.reference import autograd_backward
-from bnbackprop.syncbn_mpi import run, run_many
+from bnbackprop import syncbn_mpi
+from bnbackprop.syncbn_mpi import RUN_END, run, run_many
 from bnbackprop.syncbn import (
     Devices,
     backward_message_bytes,
@@ -253,3 +255,18 @@ def test_mpi_launchers_refuse_bad_arguments_by_name_before_starting_anything(cal
 
 def test_run_many_with_no_runs_starts_nothing():
     assert run_many(3, []) == []
+
+
+def test_a_run_that_ends_the_launch_is_an_error_that_says_so(monkeypatch):
+    # A launch that dies in its second run: one end-of-run line, then MPI's abort (no MPI needed to check the reading).
+    died = subprocess.CompletedProcess([], 134, f"first run's output\n{RUN_END} 0\npartial\n", "Abort(2)\n")
+    monkeypatch.setattr(syncbn_mpi, "_launch", lambda *args: died)
+    with pytest.raises(RuntimeError, match=r"(?s)the launch ended after 1 of 2 runs \(exit status 134\):\npartial\nAbort"):
+        run_many(2, [["--seed", "1"], ["--seed", "2"]])
+
+
+@pytest.mark.parametrize("stdout, returncode", [(f"{RUN_END} 0\n{RUN_END} 1\n", 1), (f"{RUN_END} 0\n{RUN_END} 1\nstray\n", 0)])
+def test_an_error_after_the_last_run_is_not_hidden(monkeypatch, stdout, returncode):
+    monkeypatch.setattr(syncbn_mpi, "_launch", lambda *args: subprocess.CompletedProcess([], returncode, stdout, ""))
+    with pytest.raises(RuntimeError, match="the launch ended after 2 of 2 runs"):
+        run_many(2, [["--seed", "1"], ["--seed", "2"]])

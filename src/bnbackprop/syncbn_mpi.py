@@ -164,10 +164,10 @@ def parse_args(argv):
 
 def make_inputs(opts, rank, K):
     """This rank's shard and dy (its own random stream), and gamma, beta (the same on every rank)."""
-    sizes = [int(s) for s in opts.sizes.split(",")] if opts.sizes else list(range(1, K + 1))
+    sizes = _int_list(opts.sizes, "--sizes", 0) if opts.sizes else list(range(1, K + 1))
     if len(sizes) != K:
         raise SystemExit(f"--sizes gives {len(sizes)} shard sizes for {K} processes")
-    sample = tuple(int(s) for s in opts.shape.split(","))
+    sample = tuple(_int_list(opts.shape, "--shape", 1))
     C, dtype = sample[0], np.dtype(opts.dtype)
     common = np.random.default_rng([opts.seed, K])
     gamma, beta = 1 + 0.5 * common.standard_normal(C), common.standard_normal(C)
@@ -178,6 +178,17 @@ def make_inputs(opts, rank, K):
     if rank == opts.bad_rank:
         shard, dy = _spoil(shard, dy, opts.bad)
     return shard, dy, gamma, beta
+
+
+def _int_list(text: str, option: str, least: int) -> list[int]:
+    """Comma-separated ints of at least `least`, or a SystemExit that names the option (as argparse's errors do)."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < least:
+        raise SystemExit(f"{option} must be comma-separated integers >= {least}; got {text!r}")
+    return values
 
 
 def _spoil(shard, dy, how):
@@ -285,18 +296,18 @@ def _entry_many(runs_json: str) -> None:
     """`run_many`'s side: main once per argument list, each run's end and exit status marked by rank 0."""
     def every_run():
         for argv in json.loads(runs_json):
-            status = _status(main, argv)
+            status = _status(argv)
             if _mpi().COMM_WORLD.Get_rank() == 0:
                 print(f"{RUN_END} {status}", flush=True)
         return 0
     sys.exit(_abort_on_error(every_run))
 
 
-def _status(fn, argv) -> int:
-    """fn(argv)'s exit status, as the interpreter would give it for `python -m` (every rank gets the same
-    SystemExit from the same arguments: argparse's usage errors, a --sizes list of the wrong length)."""
+def _status(argv) -> int:
+    """main(argv)'s exit status, as the interpreter would give it for `python -m` (every rank gets the same
+    SystemExit from the same arguments: argparse's usage errors, a bad --sizes or --shape)."""
     try:
-        return fn(argv)
+        return main(argv)
     except SystemExit as stop:
         if stop.code is None or isinstance(stop.code, int):
             return stop.code or 0
