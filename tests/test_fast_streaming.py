@@ -1,4 +1,5 @@
-"""The (N, D) second pass with non-temporal stores (bnbackprop._nontemporal) gives what the cached one gives.
+"""The second pass with non-temporal stores (bnbackprop._nontemporal) gives what the cached one gives, in
+both layouts: (N, D), and NCHW with its (n, c) rows of H*W values.
 
 backward_fast streams dx from STREAM_MIN_BYTES per array; here the threshold is set to 0, so that small
 arrays of every width, alignment and thread count take the streamed path.
@@ -32,17 +33,24 @@ def misaligned_like(shape, dtype, offset):
     return np.empty(size + 16, dtype)[offset:offset + size].reshape(shape)
 
 
-@settings(max_examples=80, deadline=None)
-@given(n=st.integers(2, 40), d=st.integers(1, 70), seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.float32, np.float64]),
-       lazy=st.booleans(), threads=st.sampled_from([1, 2]), offset=st.integers(0, 15), ddof=st.sampled_from([0, 1]))
-def test_streamed_dx_is_the_cached_one_to_a_few_ulps_and_the_sums_are_the_same(n, d, seed, dtype, lazy, threads, offset, ddof):
+# (N, D), then NCHW rows of H*W values: shorter than one vector, whole vectors (float32, float64), neither
+SPATIAL = [(), (1, 1), (2, 3), (4, 4), (2, 8), (4, 16), (3, 7)]
+
+
+@settings(max_examples=120, deadline=None)
+@given(n=st.integers(2, 40), d=st.integers(1, 70), spatial=st.sampled_from(SPATIAL), seed=st.integers(0, 2**32 - 1),
+       dtype=st.sampled_from([np.float32, np.float64]), lazy=st.booleans(), threads=st.sampled_from([1, 2]),
+       offset=st.integers(0, 15), ddof=st.sampled_from([0, 1]))
+def test_streamed_dx_is_the_cached_one_to_a_few_ulps_and_the_sums_are_the_same(n, d, spatial, seed, dtype, lazy, threads,
+                                                                              offset, ddof):
     rng = np.random.default_rng(seed)
-    x = (rng.uniform(-50, 50) + rng.uniform(0.1, 5) * rng.standard_normal((n, d))).astype(dtype)
+    shape = (n, d) + spatial
+    x = (rng.uniform(-50, 50) + rng.uniform(0.1, 5) * rng.standard_normal(shape)).astype(dtype)
     gamma, beta = rng.standard_normal(d).astype(dtype), rng.standard_normal(d).astype(dtype)
-    dy = (rng.standard_normal((n, d)) + rng.standard_normal()).astype(dtype)
+    dy = (rng.standard_normal(shape) + rng.standard_normal()).astype(dtype)
     _, cache = (forward_fast if lazy else forward)(x, gamma, beta, ddof=ddof)
     want = [v.copy() for v in run(dy, cache, threads=threads, stream=False)]
-    out = misaligned_like((n, d), dtype, offset)
+    out = misaligned_like(shape, dtype, offset)
     got = run(dy, cache, out=out, threads=threads)
     assert got[0] is out
     # the same formula per element; only whether a multiply-add is fused may differ
@@ -52,7 +60,8 @@ def test_streamed_dx_is_the_cached_one_to_a_few_ulps_and_the_sums_are_the_same(n
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(7, 64), (6, 33), (5, 3), (9, 1)])  # aligned rows, unaligned, fewer columns than lanes
+# aligned rows, unaligned, fewer columns than lanes; NCHW with rows of 64 and of 35 values
+@pytest.mark.parametrize("shape", [(7, 64), (6, 33), (5, 3), (9, 1), (3, 4, 4, 16), (2, 3, 5, 7)])
 def test_out_may_be_dy_on_the_streamed_path(dtype, shape):
     rng = np.random.default_rng(sum(shape))
     x = (3 + rng.standard_normal(shape)).astype(dtype)
@@ -73,29 +82,34 @@ def aligned_like(shape, dtype=np.float64):
     return buf[start:start + size].reshape(shape)
 
 
+@pytest.mark.parametrize("shape", [(6, 64), (3, 2, 8, 8)])  # (N, D), and NCHW with rows of 64 values
 @pytest.mark.parametrize("column", [0, 20, 63])  # first, middle and last lane group of a 64-wide row
-def test_a_dx_that_overflows_inside_the_vector_loop_is_refused_as_backward_refuses_it(column, monkeypatch):
+def test_a_dx_that_overflows_inside_the_vector_loop_is_refused_as_backward_refuses_it(shape, column, monkeypatch):
     """a*dy overflows in one element of the vector body: the pass must report it, not return inf."""
     rng = np.random.default_rng(column)
-    x = 1e-3 * rng.standard_normal((6, 64))
-    _, cache = forward(x, np.full(64, 1e10), np.zeros(64))
-    dy = rng.standard_normal((6, 64))
-    dy[2, column] = 1.25e308 / (cache.gamma * cache.inv_s).ravel()[column] * 2  # a*dy = 2.5e308: beyond float64
+    x = 1e-3 * rng.standard_normal(shape)
+    ch = shape[1]
+    _, cache = forward(x, np.full(ch, 1e10), np.zeros(ch))
+    dy = rng.standard_normal(shape)
+    flat = dy.reshape(-1, 64)  # a view: (N, D) rows, or NCHW's (n, c) rows of H*W values
+    k = column if len(shape) == 2 else 2 % ch  # the channel of the element
+    flat[2, column] = 1.25e308 / (cache.gamma * cache.inv_s).ravel()[k] * 2  # a*dy = 2.5e308: beyond float64
     with pytest.raises(ValueError, match="dx overflows float64") as want:
         backward(dy, cache)
     fallbacks = []
     finish = fast._finish
     monkeypatch.setattr(fast, "_finish", lambda *a, **k: fallbacks.append(a[2]) or finish(*a, **k))
     with pytest.raises(ValueError, match="dx overflows float64") as got:
-        run(dy, cache, out=aligned_like((6, 64)))
+        run(dy, cache, out=aligned_like(shape))
     assert str(got.value) == str(want.value) and fallbacks == [None]  # the fast pass gave up; backward answered
 
 
+@pytest.mark.parametrize("shape", [(64, 48), (8, 6, 4, 16)])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_backward_fast_streams_from_stream_min_bytes_and_not_below(threads, monkeypatch):
+def test_backward_fast_streams_from_stream_min_bytes_and_not_below(threads, shape, monkeypatch):
     rng = np.random.default_rng(threads)
-    x = 3 + rng.standard_normal((64, 48))
-    _, cache = forward(x, rng.standard_normal(48), rng.standard_normal(48))
+    x = 3 + rng.standard_normal(shape)
+    _, cache = forward(x, rng.standard_normal(shape[1]), rng.standard_normal(shape[1]))
     seen = []
     for name in ("_backward_jit", "_backward_par"):
         kernel = getattr(fast, name)
@@ -118,6 +132,8 @@ def test_the_streamed_pass_really_uses_non_temporal_stores():
 
     x, ones = np.random.default_rng(0).standard_normal((8, 64)), np.ones(64)
     args = (x, x, ones, ones, ones, ones, np.empty_like(x), 0, 8)
-    streamed = fresh_asm(fast._col_apply_streaming.py_func, *args)
-    assert "movnt" in streamed and "sfence" in streamed  # the stores, and the fence that orders them
-    assert "movnt" not in fresh_asm(fast._col_apply_cols.py_func, *args, 0, 64)  # the cached path: ordinary stores
+    for streamed in (fresh_asm(fast._col_apply_streaming.py_func, *args), fresh_asm(fast._rows_apply_streaming.py_func, *args)):
+        assert "movnt" in streamed and "sfence" in streamed  # the stores, and the fence that orders them
+    # the cached paths of both layouts: ordinary stores
+    assert "movnt" not in fresh_asm(fast._col_apply_cols.py_func, *args, 0, 64)
+    assert "movnt" not in fresh_asm(fast._row_apply.py_func, x, x, 1.0, 1.0, 1.0, 1.0, np.empty_like(x), 0, 0, 64)

@@ -3,8 +3,10 @@
 An ordinary store to a line that is not in the cache reads the line first (read for ownership), so
 writing dx out of cache costs two transfers per line. A non-temporal store writes the line alone.
 numba has no way to ask for one, and LLVM's loop vectorizer will not vectorize a scalar store that
-carries the `!nontemporal` hint, so `stream_apply` writes the vector loop of `fast`'s (N, D) second
-pass in LLVM IR itself. `stream_fence` orders the stores before the stores that follow.
+carries the `!nontemporal` hint, so the vector loops of `fast`'s second pass are written here in LLVM
+IR itself: `stream_apply_1row`/`_2rows` for (N, D), with per-column coefficients, and
+`stream_apply_row` for an NCHW row of H*W values, with one coefficient each. `stream_fence` orders
+the stores before the stores that follow.
 
 Only for arrays larger than the last-level cache: a non-temporal store also evicts the line from the
 cache, which costs a reader who comes back for dx while it would still have been cached.
@@ -31,39 +33,59 @@ def _c_arrays(dtype, ndims, *arrays) -> bool:
                for a, n in zip(arrays, ndims))
 
 
+def _vectors(context, builder, sig):
+    """The element type, lanes per vector and vector type of the arrays in `sig`."""
+    elem = context.get_value_type(sig.args[0].dtype)
+    lanes = VECTOR_BYTES // context.get_abi_sizeof(elem)
+    return elem, lanes, ir.VectorType(elem, lanes)
+
+
+def _load(builder, array, index, vec):
+    """The vector at array.data[index], unaligned: only out's rows are aligned by the caller."""
+    return builder.load(builder.bitcast(builder.gep(array.data, [index]), vec.as_pointer()), align=1)
+
+
+def _apply_and_stream(builder, dy, src, out, k, va, vb, vc, vshift, chk, vec):
+    """out[k:k+lanes] = a*dy + b*(src - shift) + c by one non-temporal store; chk turns NaN if one is inf or NaN."""
+    centred = builder.fsub(_load(builder, src, k, vec), vshift, flags=_FLAGS)  # x - mu first, as in fast._col_apply
+    o = builder.fadd(builder.fadd(builder.fmul(va, _load(builder, dy, k, vec), flags=_FLAGS),
+                                  builder.fmul(vb, centred, flags=_FLAGS), flags=_FLAGS), vc, flags=_FLAGS)
+    store = builder.store(o, builder.bitcast(builder.gep(out.data, [k]), vec.as_pointer()), align=VECTOR_BYTES)
+    store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+    zero = ir.Constant(vec, [ir.Constant(vec.element, 0.0)] * vec.count)
+    builder.store(builder.fadd(builder.load(chk), builder.fmul(o, zero)), chk)
+
+
+def _check_sum(builder, chk, vec):
+    """The lanes of chk added up: 0, or NaN if some dx was inf or NaN."""
+    total = builder.load(chk)
+    out = builder.extract_element(total, ir.Constant(ir.IntType(32), 0))
+    for lane in range(1, vec.count):
+        out = builder.fadd(out, builder.extract_element(total, ir.Constant(ir.IntType(32), lane)))
+    return out
+
+
+def _zeros(builder, vec):
+    """A stack slot holding a vector of zeros (chk)."""
+    return cgutils.alloca_once_value(builder, ir.Constant(vec, [ir.Constant(vec.element, 0.0)] * vec.count))
+
+
 def _make_stream_apply(nrows: int):
     """The intrinsic for `nrows` consecutive rows that share each load of the coefficients."""
 
     def codegen(context, builder, sig, args):
-        elem = context.get_value_type(sig.args[0].dtype)
-        lanes = VECTOR_BYTES // context.get_abi_sizeof(elem)
-        vec = ir.VectorType(elem, lanes)
+        _, lanes, vec = _vectors(context, builder, sig)
         dy, src, shift, a, b, c, out = (context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:7], args[:7]))
         i, j0, nvec = args[7:]
         width = cgutils.unpack_tuple(builder, dy.shape)[1]
-        zero = ir.Constant(vec, [ir.Constant(elem, 0.0)] * lanes)
-        chk = cgutils.alloca_once_value(builder, zero)
-        nontemporal = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
-
-        def load(array, index):  # unaligned: only out's rows are aligned by the caller
-            return builder.load(builder.bitcast(builder.gep(array.data, [index]), vec.as_pointer()), align=1)
-
+        chk = _zeros(builder, vec)
         with cgutils.for_range(builder, nvec) as loop:
             j = builder.add(j0, builder.mul(loop.index, ir.Constant(j0.type, lanes)))
-            va, vb, vc, vshift = (load(arr, j) for arr in (a, b, c, shift))
+            va, vb, vc, vshift = (_load(builder, arr, j, vec) for arr in (a, b, c, shift))
             for r in range(nrows):
                 k = builder.add(builder.mul(builder.add(i, ir.Constant(i.type, r)), width), j)
-                centred = builder.fsub(load(src, k), vshift, flags=_FLAGS)  # x - mu first, as in fast._col_apply
-                o = builder.fadd(builder.fadd(builder.fmul(va, load(dy, k), flags=_FLAGS),
-                                              builder.fmul(vb, centred, flags=_FLAGS), flags=_FLAGS), vc, flags=_FLAGS)
-                store = builder.store(o, builder.bitcast(builder.gep(out.data, [k]), vec.as_pointer()), align=VECTOR_BYTES)
-                store.set_metadata("nontemporal", nontemporal)
-                builder.store(builder.fadd(builder.load(chk), builder.fmul(o, zero)), chk)  # NaN if o is inf or NaN
-        total = builder.load(chk)
-        out_chk = builder.extract_element(total, ir.Constant(ir.IntType(32), 0))
-        for lane in range(1, lanes):
-            out_chk = builder.fadd(out_chk, builder.extract_element(total, ir.Constant(ir.IntType(32), lane)))
-        return out_chk
+                _apply_and_stream(builder, dy, src, out, k, va, vb, vc, vshift, chk, vec)
+        return _check_sum(builder, chk, vec)
 
     @intrinsic
     def stream_apply(typingctx, dy, src, shift, a, b, c, out, i, j0, nvec):
@@ -76,6 +98,38 @@ def _make_stream_apply(nrows: int):
         return dtype(dy, src, shift, a, b, c, out, types.intp, types.intp, types.intp), codegen
 
     return stream_apply
+
+
+def _splat(builder, value, vec):
+    """A vector with `value` in every lane."""
+    one = builder.insert_element(ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), vec.count), [0] * vec.count))
+
+
+def _stream_row_codegen(context, builder, sig, args):
+    _, lanes, vec = _vectors(context, builder, sig)
+    dy, src, out = (context.make_array(sig.args[n])(context, builder, args[n]) for n in (0, 1, 6))
+    vshift, va, vb, vc = (_splat(builder, v, vec) for v in args[2:6])
+    r, j0, nvec = args[7:]
+    row = builder.mul(r, cgutils.unpack_tuple(builder, dy.shape)[1])
+    chk = _zeros(builder, vec)
+    with cgutils.for_range(builder, nvec) as loop:
+        k = builder.add(row, builder.add(j0, builder.mul(loop.index, ir.Constant(j0.type, lanes))))
+        _apply_and_stream(builder, dy, src, out, k, va, vb, vc, vshift, chk, vec)
+    return _check_sum(builder, chk, vec)
+
+
+@intrinsic
+def stream_apply_row(typingctx, dy, src, h, a, b, c, out, r, j0, nvec):
+    """dx = a*dy + b*(src - h) + c with one coefficient each for the whole of row r (an NCHW row of
+    (N*C, H*W)), on columns j0 .. j0 + nvec*lanes - 1, written to out with non-temporal vector stores
+    (out[r, j0] must be VECTOR_BYTES-aligned); returns 0 unless some dx is inf/NaN."""
+    dtype = getattr(dy, "dtype", None)
+    if (dtype not in (types.float32, types.float64) or not _c_arrays(dtype, (2, 2, 2), dy, src, out)
+            or any(t != dtype for t in (h, a, b, c)) or not all(isinstance(n, types.Integer) for n in (r, j0, nvec))):
+        return None
+    return dtype(dy, src, dtype, dtype, dtype, dtype, out, types.intp, types.intp, types.intp), _stream_row_codegen
 
 
 stream_apply_1row = _make_stream_apply(1)
@@ -99,4 +153,4 @@ def stream_fence(typingctx):
     return types.none(), codegen
 
 
-__all__ = ["VECTOR_BYTES", "stream_apply_1row", "stream_apply_2rows", "stream_fence"]
+__all__ = ["VECTOR_BYTES", "stream_apply_1row", "stream_apply_2rows", "stream_apply_row", "stream_fence"]

@@ -10,8 +10,8 @@ c = -a*dbeta/B, in two passes over memory:
 That is 5 array-sized transfers against 3 for `np.add(a, b, out=c)`: counting whole arrays, a
 two-pass backward takes about 5/3 of np.add's time or more on arrays larger than the cache (the
 "two-pass limit" of chapter 11). An ordinary store also reads its cache line first, so np.add
-really moves 4 arrays and a backward 6, a floor of 1.5; for (N, D) arrays from STREAM_MIN_BYTES
-the second pass writes dx with non-temporal stores (`_nontemporal`), which skip that read: 5
+really moves 4 arrays and a backward 6, a floor of 1.5; for arrays from STREAM_MIN_BYTES
+(both layouts) the second pass writes dx with non-temporal stores (`_nontemporal`), which skip that read: 5
 against 4, a floor of 1.25.
 
 - `backward_blocked` is numpy only: BLAS matrix-vector products for the sums and cache-sized
@@ -40,7 +40,13 @@ from .batchnorm import Cache, _in_caller_dtype, _in_window, backward, checked_dy
 
 numba = require("numba", "fast", __name__)
 njit = numba.njit
-from ._nontemporal import VECTOR_BYTES, stream_apply_1row, stream_apply_2rows, stream_fence  # noqa: E402 - needs numba
+from ._nontemporal import (  # noqa: E402 - needs numba
+    VECTOR_BYTES,
+    stream_apply_1row,
+    stream_apply_2rows,
+    stream_apply_row,
+    stream_fence,
+)
 
 # Bytes of one block of rows: a block of dy, of xhat, of dx and one temporary stay in the L2 cache,
 # so every array is read from main memory once per pass however many numpy calls touch the block.
@@ -264,7 +270,7 @@ ROWS_PER_BLOCK = 64
 # where waking it costs more than half the work saves, and paid off above 2 MiB; at 2 MiB itself the gain
 # came and went between runs.
 PARALLEL_MIN_BYTES = 1 << 21
-# From this many bytes per array, the (N, D) second pass writes dx with non-temporal stores (see
+# From this many bytes per array, the second pass (either layout) writes dx with non-temporal stores (see
 # `_nontemporal`): dx then goes to memory without each line first being read. 32 MiB is the last-level
 # cache of the benchmark machine; below it, dx may still be in the cache when the caller reads it.
 STREAM_MIN_BYTES = 1 << 25
@@ -352,13 +358,32 @@ def _row_sums(dy, src, h, sk, r):
 
 
 @njit(cache=True, fastmath=_FLAGS, inline="always")
-def _row_apply(dy, src, h, ak, bk, ck, out, r):
-    """dx = a*dy + b*(src - h) + c along row r (b folds xhat's scale in); returns 0 unless some dx is inf or NaN."""
+def _row_apply(dy, src, h, ak, bk, ck, out, r, m0, m1):
+    """dx = a*dy + b*(src - h) + c along columns m0:m1 of row r (b folds xhat's scale in); 0 unless some dx is inf or NaN."""
     chk = dy[r, 0] * 0
-    for m in range(dy.shape[1]):
+    for m in range(m0, m1):
         o = ak * dy[r, m] + bk * (src[r, m] - h) + ck
         out[r, m] = o
         chk += o * 0
+    return chk
+
+
+@njit(cache=True, fastmath=_FLAGS)
+def _rows_apply_streaming(dy, src, shift, a, b, c, out, r0, r1):
+    """`_rows_apply` with dx written by non-temporal vector stores: scalar stores up to the first
+    cache line of each row's dx, vector stores on the whole lines, scalar stores after them."""
+    ch, width, size = a.shape[0], dy.shape[1], dy.itemsize
+    lanes = VECTOR_BYTES // size
+    chk = dy[0, 0] * 0
+    for r in range(r0, r1):
+        k = r % ch
+        misaligned = (out.ctypes.data + r * width * size) % VECTOR_BYTES
+        head = min(width, (VECTOR_BYTES - misaligned) % VECTOR_BYTES // size) if misaligned % size == 0 else width
+        end = head + (width - head) // lanes * lanes
+        chk += _row_apply(dy, src, shift[k], a[k], b[k], c[k], out, r, 0, head)
+        chk += stream_apply_row(dy, src, shift[k], a[k], b[k], c[k], out, r, head, (end - head) // lanes)
+        chk += _row_apply(dy, src, shift[k], a[k], b[k], c[k], out, r, end, width)
+    stream_fence()
     return chk
 
 
@@ -395,13 +420,16 @@ def _rows_sums(dy, src, shift, scale, r0, r1, dgamma, dbeta):
 
 
 @njit(cache=True, fastmath=_FLAGS, inline="always")
-def _rows_apply(dy, src, shift, a, b, c, out, r0, r1):
-    """Rows r0:r1 of (N*C, M): dx = a*dy + b*(src - shift) + c with channel r % C's coefficients; 0 unless inf/NaN."""
+def _rows_apply(dy, src, shift, a, b, c, out, r0, r1, stream):
+    """Rows r0:r1 of (N*C, M): dx = a*dy + b*(src - shift) + c with channel r % C's coefficients (streamed to
+    memory if `stream`); 0 unless inf/NaN."""
+    if stream:  # row bounds as intp, as in _col_apply
+        return _rows_apply_streaming(dy, src, shift, a, b, c, out, np.intp(r0), np.intp(r1))
     ch = a.shape[0]
     chk = dy[0, 0] * 0
     for r in range(r0, r1):
         k = r % ch
-        chk += _row_apply(dy, src, shift[k], a[k], b[k], c[k], out, r)
+        chk += _row_apply(dy, src, shift[k], a[k], b[k], c[k], out, r, 0, dy.shape[1])
     return chk
 
 
@@ -416,9 +444,9 @@ def _block_sums(dy, src, shift, scale, r0, r1, dgamma, dbeta, nchw):
 
 @njit(cache=True, fastmath=_FLAGS, inline="always")
 def _block_apply(dy, src, shift, a, b, c, out, r0, r1, nchw, stream):
-    """dx on rows r0:r1 of either layout (streamed to memory in (N, D) if `stream`); 0 unless some dx is inf or NaN."""
+    """dx on rows r0:r1 of either layout (streamed to memory if `stream`); 0 unless some dx is inf or NaN."""
     if nchw:
-        return _rows_apply(dy, src, shift, a, b, c, out, r0, r1)
+        return _rows_apply(dy, src, shift, a, b, c, out, r0, r1, stream)
     return _col_apply(dy, src, shift, a, b, c, out, r0, r1, stream)
 
 
@@ -482,7 +510,7 @@ def backward_fast(dy, cache: Cache, out=None, threads=1):
     threads > 1 splits the rows (for NCHW, the (n, c) rows of H*W values) into that many contiguous
     blocks, one per thread (numba's parallel loops), when x has at least PARALLEL_MIN_BYTES bytes;
     sums are accumulated per block in the array's dtype and in float64 across blocks, so the result
-    does not depend on the thread count beyond rounding. For (N, D) arrays of at least
+    does not depend on the thread count beyond rounding. For arrays of at least
     STREAM_MIN_BYTES bytes, dx is written with non-temporal stores (it bypasses the cache; same values
     to a few ulps).
     """
