@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -180,3 +182,35 @@ def test_coef_rounds_as_written_after_the_kernel_compiled_it(dtype):
         assert np.array_equal(a, gamma * inv_s)
         assert np.array_equal(b, (-a64 * dgamma * inv_bd * scale).astype(dtype))  # left to right, as numpy rounds
         assert np.array_equal(c, (-a64 * dbeta * inv_b).astype(dtype))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, d", [(4, 16), (7, 8), (65, 17), (131, 33), (9, 70), (130, 15), (5, 7)])
+def test_the_first_pass_sums_every_row_and_column(n, d, dtype, threads, monkeypatch):
+    # The (N, D) first pass sums whole vectors four rows at a time in LLVM IR (`_prefetch`) and the rest in
+    # numba: widths below, at and across the lane counts (8 and 16), rows past 64-row blocks and not a
+    # multiple of 4, and on two threads each half. A row or column left out, or counted twice, is an
+    # error of order one; rounding in float32 partial sums of at most 64 rows is below 64 ulps of the terms.
+    monkeypatch.setattr(fast, "PARALLEL_MIN_BYTES", 0)
+    rng = np.random.default_rng(n * d)
+    x = (5 + rng.standard_normal((n, d))).astype(dtype)
+    _, cache = forward(x, rng.standard_normal(d).astype(dtype), rng.standard_normal(d).astype(dtype))
+    dy = (rng.standard_normal((n, d)) + 1).astype(dtype)
+    _, dgamma, dbeta = backward_fast(dy, cache, threads=threads)
+    terms = dy.astype(np.float64) * cache.xhat.astype(np.float64)
+    for got, want, size in ((dbeta, dy.astype(np.float64).sum(0), np.abs(dy).sum(0)),
+                            (dgamma, terms.sum(0), np.abs(terms).sum(0))):
+        assert np.all(np.abs(got - want) <= 64 * np.finfo(dtype).eps * size + np.finfo(dtype).tiny)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="checks x86 instructions")
+def test_both_passes_prefetch_the_rows_ahead():
+    # Read the machine code of a fresh compile (numba keeps no assembly for code loaded from its cache).
+    x, ones = np.random.default_rng(0).standard_normal((8, 64)), np.ones(64)
+    sums = fast.numba.njit(fastmath=fast._FLAGS)(fast._col_sums.py_func)
+    sums(x, x, ones, ones, 0, 8, np.zeros(64), np.zeros(64))
+    apply = fast.numba.njit(fastmath=fast._FLAGS)(fast._col_apply_streaming.py_func)
+    apply(x, x, ones, ones, ones, ones, np.empty_like(x), 0, 8)
+    for kernel in (sums, apply):
+        assert "prefetcht1" in "\n".join(kernel.inspect_asm().values())  # llvm.prefetch, locality 2: into L2

@@ -21,9 +21,8 @@ from llvmlite import ir  # noqa: E402 - numba's own dependency, importable once 
 from numba.core import cgutils, types  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
-# Bytes per vector: one cache line, and the widest SIMD register (AVX-512); LLVM splits the vectors
-# into two or four registers on CPUs with narrower ones (AVX2, SSE2, NEON).
-VECTOR_BYTES = 64
+from ._prefetch import VECTOR_BYTES, prefetch  # noqa: E402 - VECTOR_BYTES: one cache line, the widest register
+
 _FLAGS = ("reassoc", "contract", "nsz")  # as fast._FLAGS: lets LLVM fuse the multiply-adds
 
 
@@ -76,7 +75,7 @@ def _make_stream_apply(nrows: int):
     def codegen(context, builder, sig, args):
         _, lanes, vec = _vectors(context, builder, sig)
         dy, src, shift, a, b, c, out = (context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:7], args[:7]))
-        i, j0, nvec = args[7:]
+        i, j0, nvec, ahead = args[7:]
         width = cgutils.unpack_tuple(builder, dy.shape)[1]
         chk = _zeros(builder, vec)
         with cgutils.for_range(builder, nvec) as loop:
@@ -85,17 +84,21 @@ def _make_stream_apply(nrows: int):
             for r in range(nrows):
                 k = builder.add(builder.mul(builder.add(i, ir.Constant(i.type, r)), width), j)
                 _apply_and_stream(builder, dy, src, out, k, va, vb, vc, vshift, chk, vec)
+                ahead_k = builder.add(builder.mul(builder.add(ahead, ir.Constant(i.type, r)), width), j)
+                prefetch(builder, dy, ahead_k)
+                prefetch(builder, src, ahead_k)
         return _check_sum(builder, chk, vec)
 
     @intrinsic
-    def stream_apply(typingctx, dy, src, shift, a, b, c, out, i, j0, nvec):
+    def stream_apply(typingctx, dy, src, shift, a, b, c, out, i, j0, nvec, ahead):
         """dx = a*dy + b*(src - shift) + c on rows i..i+nrows-1, columns j0 .. j0 + nvec*lanes - 1, written to out
-        with non-temporal vector stores (out[i, j0] must be VECTOR_BYTES-aligned); returns 0 unless some dx is inf/NaN."""
+        with non-temporal vector stores (out[i, j0] must be VECTOR_BYTES-aligned), while the same columns of
+        rows ahead..ahead+nrows-1 of dy and src are prefetched; returns 0 unless some dx is inf/NaN."""
         dtype = getattr(dy, "dtype", None)
         if (dtype not in (types.float32, types.float64) or not _c_arrays(dtype, (2, 2, 1, 1, 1, 1, 2), dy, src, shift, a, b, c, out)
-                or not all(isinstance(n, types.Integer) for n in (i, j0, nvec))):
+                or not all(isinstance(n, types.Integer) for n in (i, j0, nvec, ahead))):
             return None
-        return dtype(dy, src, shift, a, b, c, out, types.intp, types.intp, types.intp), codegen
+        return dtype(dy, src, shift, a, b, c, out, types.intp, types.intp, types.intp, types.intp), codegen
 
     return stream_apply
 

@@ -47,6 +47,7 @@ from ._nontemporal import (  # noqa: E402 - needs numba
     stream_apply_row,
     stream_fence,
 )
+from ._prefetch import APPLY_AHEAD, SUMS_AHEAD, sums_4rows  # noqa: E402 - needs numba
 
 # Bytes of one block of rows: a block of dy, of xhat, of dx and one temporary stay in the L2 cache,
 # so every array is read from main memory once per pass however many numpy calls touch the block.
@@ -279,13 +280,17 @@ STREAM_MIN_BYTES = 1 << 25
 @njit(cache=True, fastmath=_FLAGS, inline="always")
 def _col_sums(dy, src, shift, scale, i0, i1, dgamma, dbeta):
     """(N, D) rows i0:i1: dbeta += sum(dy), dgamma += sum(dy*xhat) per column, xhat = (src - shift)*scale."""
-    d = dy.shape[1]
+    rows, d = dy.shape
+    lanes = VECTOR_BYTES // dy.itemsize
+    nvec = d // lanes
     part_b, part_g = np.zeros(d, dy.dtype), np.zeros(d, dy.dtype)
     for b0 in range(i0, i1, ROWS_PER_BLOCK):
         b1 = min(b0 + ROWS_PER_BLOCK, i1)
         i = b0
         while i + 4 <= b1:  # four rows per sweep: each partial sum is loaded and stored once per 4 rows
-            for j in range(d):
+            # whole vectors in LLVM IR, with the next rows prefetched (`_prefetch`); the columns after them here
+            sums_4rows(dy, src, shift, part_b, part_g, i, nvec, min(i + SUMS_AHEAD, rows - 4))
+            for j in range(nvec * lanes, d):
                 v0, v1, v2, v3 = dy[i, j], dy[i + 1, j], dy[i + 2, j], dy[i + 3, j]
                 h = shift[j]
                 part_b[j] += (v0 + v1) + (v2 + v3)
@@ -337,10 +342,11 @@ def _col_apply_streaming(dy, src, shift, a, b, c, out, i0, i1):
         head = min(d, (VECTOR_BYTES - misaligned) % VECTOR_BYTES // size) if misaligned % size == 0 else d
         nvec = (d - head) // lanes
         chk += _col_apply_cols(dy, src, shift, a, b, c, out, i, i + rows, 0, head)
+        ahead = min(i + APPLY_AHEAD, dy.shape[0] - rows)  # rows whose lines are prefetched meanwhile
         if rows == 2:
-            chk += stream_apply_2rows(dy, src, shift, a, b, c, out, i, head, nvec)
+            chk += stream_apply_2rows(dy, src, shift, a, b, c, out, i, head, nvec, ahead)
         else:
-            chk += stream_apply_1row(dy, src, shift, a, b, c, out, i, head, nvec)
+            chk += stream_apply_1row(dy, src, shift, a, b, c, out, i, head, nvec, ahead)
         chk += _col_apply_cols(dy, src, shift, a, b, c, out, i, i + rows, head + nvec * lanes, d)
         i += rows
     stream_fence()
