@@ -46,10 +46,22 @@ def test_live_explorers_expose_the_same_attributes():
         assert "application/vnd.jupyter.widget-view+json" in e._repr_mimebundle_()
 
 
+class RecordingTriangle(SmallTriangle):
+    """SmallTriangle that keeps each figure it draws, by the setting of the state drawn."""
+
+    def figure_html(self, state):
+        """The base class's figure, remembered under (B, kind)."""
+        self.drawn = getattr(self, "drawn", {})
+        self.drawn[state.B, state.kind] = super().figure_html(state)
+        return self.drawn[state.B, state.kind]
+
+
 def test_static_page_holds_every_grid_figure_behind_linked_stacks():
-    e = SmallTriangle(dict(B=6, kind="ramp", values="", seed=2), static=True)
+    e = RecordingTriangle(dict(B=6, kind="ramp", values="", seed=2), static=True)
     B, kind = e.controls["B"], e.controls["kind"]
     assert isinstance(B, widgets.SelectionSlider) and isinstance(kind, widgets.Dropdown)
+    # each grid setting drawn once (drawing is most of this test's time, so the figures are not drawn again)
+    assert sorted(e.drawn) == sorted((b, k) for b in (3, 6) for k in ("constant", "ramp", "alternating"))
     outer = e.box.children[-1]
     assert isinstance(outer, widgets.Stack) and outer.selected_index == B.index == 1
     for i, b in enumerate((3, 6)):
@@ -57,11 +69,9 @@ def test_static_page_holds_every_grid_figure_behind_linked_stacks():
         assert inner.selected_index == kind.index == 1
         for j, k in enumerate(("constant", "ramp", "alternating")):
             summary, image = inner.children[j].children
-            state = e.compute(B=b, kind=k, values="", seed=2)
-            # figure_html draws the figure anew; equal <img> strings mean equal image bytes (base64 inside) and alt
-            # text. One draw per figure: drawing is most of this test's time.
-            assert image.value == e.figure_html(state), f"B={b}, kind={k}: not the figure Python draws for it"
-            assert summary.value == e.summary(state)
+            # equal <img> strings mean equal image bytes (base64 inside) and alt text
+            assert image.value == e.drawn[b, k], f"B={b}, kind={k}: not the figure drawn for that setting"
+            assert summary.value == e.summary(e.compute(B=b, kind=k, values="", seed=2))
     # One browser-side link per Stack: B drives the outer one, kind each inner one.
     links = [(link.source[0], link.source[1], link.target[0], link.target[1]) for link in e.links]
     assert links.count((B, "index", outer, "selected_index")) == 1
