@@ -132,8 +132,10 @@ def test_the_streamed_pass_really_uses_non_temporal_stores():
 
     x, ones = np.random.default_rng(0).standard_normal((8, 64)), np.ones(64)
     args = (x, x, ones, ones, ones, ones, np.empty_like(x), 0, 8)
-    for streamed in (fresh_asm(fast._col_apply_streaming.py_func, *args), fresh_asm(fast._rows_apply_streaming.py_func, *args)):
+    nd, nchw = fresh_asm(fast._col_apply_streaming.py_func, *args), fresh_asm(fast._rows_apply_streaming.py_func, *args)
+    for streamed in (nd, nchw):
         assert "movnt" in streamed and "sfence" in streamed  # the stores, and the fence that orders them
+    assert "prefetcht1" in nd  # (N, D) also asks for the rows ahead (llvm.prefetch, locality 2: into L2)
     # the cached paths of both layouts: ordinary stores
     assert "movnt" not in fresh_asm(fast._col_apply_cols.py_func, *args, 0, 64)
     assert "movnt" not in fresh_asm(fast._row_apply.py_func, x, x, 1.0, 1.0, 1.0, 1.0, np.empty_like(x), 0, 0, 64)
