@@ -2,27 +2,42 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
-import sympy as sp
 
 import bnbackprop as bn
-from bnbackprop import symbolic as S
+
+
+# Imported by the first test that runs, not when pytest collects this file: every test worker collects
+# every file, and sympy costs each of them a third of a second and 35 MB (a fork, as the grader tests
+# make hundreds of, costs more the larger the process).
+@pytest.fixture(scope="module")
+def S():
+    """bnbackprop.symbolic."""
+    return importlib.import_module("bnbackprop.symbolic")
+
+
+@pytest.fixture(scope="module")
+def sp():
+    """sympy."""
+    return importlib.import_module("sympy")
 
 
 @pytest.mark.parametrize("ddof", [0, 1])
 @pytest.mark.parametrize("B", [2, 3])
-def test_compact_jacobian_equals_autodiff_exactly(B, ddof):
+def test_compact_jacobian_equals_autodiff_exactly(B, ddof, S):
     assert S.difference(B, ddof).is_zero_matrix
 
 
 @pytest.mark.parametrize("ddof", [0, 1])
-def test_compact_vjp_equals_autodiff_exactly(ddof):
+def test_compact_vjp_equals_autodiff_exactly(ddof, S, sp):
     sym, autodiff, compact = S.dx_formula(3, ddof)
     assert S.in_terms_of_s(autodiff - compact, sym, ddof).applyfunc(sp.cancel).is_zero_matrix
 
 
-def test_the_biased_formula_on_a_bessel_forward_is_not_zero():
+def test_the_biased_formula_on_a_bessel_forward_is_not_zero(S, sp):
     """The proof can fail: the ddof = 0 formula against the ddof = 1 forward leaves a nonzero difference."""
     sym = S.make_symbols(3)
     diff = S.jacobian_autodiff(sym, ddof=1) - S.jacobian_compact(sym, ddof=0)
@@ -31,7 +46,7 @@ def test_the_biased_formula_on_a_bessel_forward_is_not_zero():
 
 
 @pytest.mark.parametrize("ddof", [0, 1])
-def test_symbolic_jacobian_evaluates_to_the_numerical_one(ddof):
+def test_symbolic_jacobian_evaluates_to_the_numerical_one(ddof, S):
     sym = S.make_symbols(3)
     values = {sym.x[0]: 1.5, sym.x[1]: -0.25, sym.x[2]: 4.0, sym.eps: 0.1, sym.gamma: -1.75}
     J = np.array(S.jacobian_autodiff(sym, ddof).subs(values).evalf(), dtype=float)
@@ -43,11 +58,11 @@ def test_symbolic_jacobian_evaluates_to_the_numerical_one(ddof):
 
 
 @pytest.mark.parametrize("B", [1, 7, 2.0, True])
-def test_bad_batch_size_is_refused(B):
+def test_bad_batch_size_is_refused(B, S):
     with pytest.raises(ValueError, match="B must be a whole number from 2 to 6"):
         S.make_symbols(B)
 
 
-def test_bad_ddof_is_refused():
+def test_bad_ddof_is_refused(S):
     with pytest.raises(ValueError, match="ddof must be 0"):
         S.difference(3, ddof=2)
