@@ -53,8 +53,11 @@ wheel-test: $(STAMP)
 vendor: $(STAMP)
 	bash scripts/vendor.sh
 
+## clean: remove the built book, the test caches and numba's compiled kernels (which do not notice an edit
+## of the modules fast.py calls into, such as _nontemporal and _prefetch)
 clean:
 	rm -rf _build .pytest_cache .hypothesis
+	find src -name '*.nbi' -delete -o -name '*.nbc' -delete
 
 ## bench: install the benchmark extras (PyTorch CPU, tqdm, threadpoolctl) and time every backward
 ## (a few minutes; BENCH_ARGS=--quick for about one). OPENBLAS_CORETYPE/L2_SIZE are unset for this

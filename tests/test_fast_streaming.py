@@ -56,7 +56,11 @@ def test_streamed_dx_is_the_cached_one_to_a_few_ulps_and_the_sums_are_the_same(n
     # the same formula per element; only whether a multiply-add is fused may differ
     size = np.max(np.abs(want[0])) + np.max(np.abs(dy)) * np.max(np.abs(cache.gamma * cache.inv_s))
     assert np.max(np.abs(got[0] - want[0])) <= 8 * np.finfo(dtype).eps * size
-    assert np.array_equal(got[1], want[1]) and np.array_equal(got[2], want[2])  # pass 1 is not streamed
+    # pass 1 writes nothing, but on this path its whole vectors come from the prefetching loop (`_prefetch`):
+    # the same sums, in partial sums of at most 64 rows, whose multiply-adds may be fused otherwise
+    terms = np.abs(dy.astype(np.float64) * cache.xhat).sum(axis=cache.axes), np.abs(dy).sum(axis=cache.axes)
+    for g, w, scale in zip(got[1:], want[1:], terms):
+        assert np.all(np.abs(g - w) <= 128 * np.finfo(dtype).eps * scale.ravel())
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -82,25 +86,27 @@ def aligned_like(shape, dtype=np.float64):
     return buf[start:start + size].reshape(shape)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape", [(6, 64), (3, 2, 8, 8)])  # (N, D), and NCHW with rows of 64 values
 @pytest.mark.parametrize("column", [0, 20, 63])  # first, middle and last lane group of a 64-wide row
-def test_a_dx_that_overflows_inside_the_vector_loop_is_refused_as_backward_refuses_it(shape, column, monkeypatch):
+def test_a_dx_that_overflows_inside_the_vector_loop_is_refused_as_backward_refuses_it(shape, column, dtype, monkeypatch):
     """a*dy overflows in one element of the vector body: the pass must report it, not return inf."""
     rng = np.random.default_rng(column)
-    x = 1e-3 * rng.standard_normal(shape)
+    x = (1e-3 * rng.standard_normal(shape)).astype(dtype)
     ch = shape[1]
-    _, cache = forward(x, np.full(ch, 1e10), np.zeros(ch))
-    dy = rng.standard_normal(shape)
+    _, cache = forward(x, np.full(ch, 1e10, dtype), np.zeros(ch, dtype))
+    dy = rng.standard_normal(shape).astype(dtype)
     flat = dy.reshape(-1, 64)  # a view: (N, D) rows, or NCHW's (n, c) rows of H*W values
     k = column if len(shape) == 2 else 2 % ch  # the channel of the element
-    flat[2, column] = 1.25e308 / (cache.gamma * cache.inv_s).ravel()[k] * 2  # a*dy = 2.5e308: beyond float64
-    with pytest.raises(ValueError, match="dx overflows float64") as want:
+    big = np.finfo(dtype).max
+    flat[2, column] = big / (cache.gamma * cache.inv_s).ravel()[k] * 1.5  # a*dy = 1.5 x the largest finite value
+    with pytest.raises(ValueError, match=f"dx overflows {np.dtype(dtype).name}") as want:
         backward(dy, cache)
     fallbacks = []
     finish = fast._finish
     monkeypatch.setattr(fast, "_finish", lambda *a, **k: fallbacks.append(a[2]) or finish(*a, **k))
-    with pytest.raises(ValueError, match="dx overflows float64") as got:
-        run(dy, cache, out=aligned_like(shape))
+    with pytest.raises(ValueError, match=f"dx overflows {np.dtype(dtype).name}") as got:
+        run(dy, cache, out=aligned_like(shape, dtype))
     assert str(got.value) == str(want.value) and fallbacks == [None]  # the fast pass gave up; backward answered
 
 
@@ -135,7 +141,7 @@ def test_the_streamed_pass_really_uses_non_temporal_stores():
     nd, nchw = fresh_asm(fast._col_apply_streaming.py_func, *args), fresh_asm(fast._rows_apply_streaming.py_func, *args)
     for streamed in (nd, nchw):
         assert "movnt" in streamed and "sfence" in streamed  # the stores, and the fence that orders them
-    assert "prefetcht1" in nd  # (N, D) also asks for the rows ahead (llvm.prefetch, locality 2: into L2)
+    assert nd.count("prefetcht1") >= 6  # (N, D) also asks for the rows ahead: 2 arrays x (2 rows, 1 row)
     # the cached paths of both layouts: ordinary stores
     assert "movnt" not in fresh_asm(fast._col_apply_cols.py_func, *args, 0, 64)
     assert "movnt" not in fresh_asm(fast._row_apply.py_func, x, x, 1.0, 1.0, 1.0, 1.0, np.empty_like(x), 0, 0, 64)

@@ -10,6 +10,9 @@ the stores before the stores that follow.
 
 Only for arrays larger than the last-level cache: a non-temporal store also evicts the line from the
 cache, which costs a reader who comes back for dx while it would still have been cached.
+
+numba's cache (cache=True in `fast`) is keyed to fast.py alone: after editing this module or
+`_prefetch`, delete the cached kernels (`make clean`), or the old code keeps running.
 """
 
 from __future__ import annotations
@@ -21,9 +24,7 @@ from llvmlite import ir  # noqa: E402 - numba's own dependency, importable once 
 from numba.core import cgutils, types  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
-from ._prefetch import VECTOR_BYTES, prefetch  # noqa: E402 - VECTOR_BYTES: one cache line, the widest register
-
-_FLAGS = ("reassoc", "contract", "nsz")  # as fast._FLAGS: lets LLVM fuse the multiply-adds
+from ._prefetch import _FLAGS, VECTOR_BYTES, load, pointer, prefetch, vectors  # noqa: E402
 
 
 def _c_arrays(dtype, ndims, *arrays) -> bool:
@@ -32,24 +33,12 @@ def _c_arrays(dtype, ndims, *arrays) -> bool:
                for a, n in zip(arrays, ndims))
 
 
-def _vectors(context, builder, sig):
-    """The element type, lanes per vector and vector type of the arrays in `sig`."""
-    elem = context.get_value_type(sig.args[0].dtype)
-    lanes = VECTOR_BYTES // context.get_abi_sizeof(elem)
-    return elem, lanes, ir.VectorType(elem, lanes)
-
-
-def _load(builder, array, index, vec):
-    """The vector at array.data[index], unaligned: only out's rows are aligned by the caller."""
-    return builder.load(builder.bitcast(builder.gep(array.data, [index]), vec.as_pointer()), align=1)
-
-
 def _apply_and_stream(builder, dy, src, out, k, va, vb, vc, vshift, chk, vec):
     """out[k:k+lanes] = a*dy + b*(src - shift) + c by one non-temporal store; chk turns NaN if one is inf or NaN."""
-    centred = builder.fsub(_load(builder, src, k, vec), vshift, flags=_FLAGS)  # x - mu first, as in fast._col_apply
-    o = builder.fadd(builder.fadd(builder.fmul(va, _load(builder, dy, k, vec), flags=_FLAGS),
+    centred = builder.fsub(load(builder, src, k, vec), vshift, flags=_FLAGS)  # x - mu first, as in fast._col_apply
+    o = builder.fadd(builder.fadd(builder.fmul(va, load(builder, dy, k, vec), flags=_FLAGS),
                                   builder.fmul(vb, centred, flags=_FLAGS), flags=_FLAGS), vc, flags=_FLAGS)
-    store = builder.store(o, builder.bitcast(builder.gep(out.data, [k]), vec.as_pointer()), align=VECTOR_BYTES)
+    store = builder.store(o, pointer(builder, out, k, vec), align=VECTOR_BYTES)  # out's rows: aligned by the caller
     store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
     zero = ir.Constant(vec, [ir.Constant(vec.element, 0.0)] * vec.count)
     builder.store(builder.fadd(builder.load(chk), builder.fmul(o, zero)), chk)
@@ -73,14 +62,14 @@ def _make_stream_apply(nrows: int):
     """The intrinsic for `nrows` consecutive rows that share each load of the coefficients."""
 
     def codegen(context, builder, sig, args):
-        _, lanes, vec = _vectors(context, builder, sig)
+        lanes, vec = vectors(context, sig)
         dy, src, shift, a, b, c, out = (context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:7], args[:7]))
         i, j0, nvec, ahead = args[7:]
         width = cgutils.unpack_tuple(builder, dy.shape)[1]
         chk = _zeros(builder, vec)
         with cgutils.for_range(builder, nvec) as loop:
             j = builder.add(j0, builder.mul(loop.index, ir.Constant(j0.type, lanes)))
-            va, vb, vc, vshift = (_load(builder, arr, j, vec) for arr in (a, b, c, shift))
+            va, vb, vc, vshift = (load(builder, arr, j, vec) for arr in (a, b, c, shift))
             for r in range(nrows):
                 k = builder.add(builder.mul(builder.add(i, ir.Constant(i.type, r)), width), j)
                 _apply_and_stream(builder, dy, src, out, k, va, vb, vc, vshift, chk, vec)
@@ -111,7 +100,8 @@ def _splat(builder, value, vec):
 
 
 def _stream_row_codegen(context, builder, sig, args):
-    _, lanes, vec = _vectors(context, builder, sig)
+    """The loop of `stream_apply_row`: the row's four coefficients splatted once, then one store per vector."""
+    lanes, vec = vectors(context, sig)
     dy, src, out = (context.make_array(sig.args[n])(context, builder, args[n]) for n in (0, 1, 6))
     vshift, va, vb, vc = (_splat(builder, v, vec) for v in args[2:6])
     r, j0, nvec = args[7:]

@@ -1,14 +1,17 @@
 """Prefetched reads for numba kernels: the (N, D) first pass of `fast`, and a helper for its streamed second pass.
 
-An (N, D) pass reads a few rows at a time, a few thousand bytes of each, then jumps to the next rows.
-The CPU's own prefetchers learn each such stretch anew, and out of cache the first pass ran at about
-the speed of np.add, which moves half as many bytes again. Asking for the next rows' lines while the
-current ones are summed (a software prefetch into the L2 cache, LLVM's `llvm.prefetch`) took 4 to 13 %
-off that pass, in the cache and out of it, in separate timings on the benchmark machine (2-core AMD
-EPYC; benchmarks/README.md); the streamed second pass prefetches the same way. numba cannot ask for a prefetch, and LLVM's loop vectorizer will not
-vectorize a loop that calls one, so `sums_4rows` writes the vector loop in LLVM IR, as
-`_nontemporal` does for the stores. A prefetch never faults and never changes a value; on a CPU
-without one, LLVM drops it.
+An (N, D) pass reads a few rows at a time, a few thousand bytes of each, then moves on to the next
+rows. Out of cache the first pass ran at about the speed of np.add, which moves half as many bytes
+again. Asking for the next rows' lines while the current ones are summed (a software prefetch into the
+L2 cache, LLVM's `llvm.prefetch`) took 15-19 % off that pass at 16-32 MiB per array, in separate
+timings on the benchmark machine (2-core AMD EPYC; benchmarks/README.md), and the streamed second
+pass prefetches the same way. In the cache it cost 11-24 %, so `fast` prefetches only from
+STREAM_MIN_BYTES. numba cannot ask for a prefetch, and LLVM's loop vectorizer will not vectorize a
+loop that calls one, so `sums_4rows` writes the vector loop in LLVM IR, as `_nontemporal` does for
+the stores. A prefetch never faults and never changes a value; on a CPU without one, LLVM drops it.
+
+numba's cache (cache=True in `fast`) is keyed to fast.py alone: after editing this module or
+`_nontemporal`, delete the cached kernels (`make clean`), or the old code keeps running.
 """
 
 from __future__ import annotations
@@ -26,8 +29,25 @@ VECTOR_BYTES = 64
 # Rows ahead of the ones being read whose lines are asked for: the next sweep of the first pass
 # (4 rows), two rows of the streamed second pass. 4 and 8 rows ahead timed the same.
 SUMS_AHEAD, APPLY_AHEAD = 4, 2
-_FLAGS = ("reassoc", "contract", "nsz")  # as fast._FLAGS
+_FLAGS = ("reassoc", "contract", "nsz")  # as fast._FLAGS: lets LLVM fuse the multiply-adds
 _L2 = 2  # llvm.prefetch's locality 2: into the L2 cache (locality 3, into L1 as well, was slower)
+
+
+def vectors(context, sig):
+    """The lanes per vector and the vector type of the arrays' dtype in `sig`."""
+    elem = context.get_value_type(sig.args[0].dtype)
+    lanes = VECTOR_BYTES // context.get_abi_sizeof(elem)
+    return lanes, ir.VectorType(elem, lanes)
+
+
+def pointer(builder, array, index, vec):
+    """A vector pointer to array.data[index]."""
+    return builder.bitcast(builder.gep(array.data, [index]), vec.as_pointer())
+
+
+def load(builder, array, index, vec):
+    """The vector at array.data[index], unaligned (rows start anywhere)."""
+    return builder.load(pointer(builder, array, index, vec), align=1)
 
 
 def prefetch(builder, array, index) -> None:
@@ -41,36 +61,31 @@ def prefetch(builder, array, index) -> None:
 
 
 def _sums_codegen(context, builder, sig, args):
-    elem = context.get_value_type(sig.args[0].dtype)
-    lanes = VECTOR_BYTES // context.get_abi_sizeof(elem)
-    vec = ir.VectorType(elem, lanes)
+    """The loop of `sums_4rows`: per vector of columns, four rows' loads, their sums, eight prefetches."""
+    lanes, vec = vectors(context, sig)
     dy, src, shift, part_b, part_g = (context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:5], args[:5]))
     i, nvec, ahead = args[5:]
     width = cgutils.unpack_tuple(builder, dy.shape)[1]
-
-    def pointer(array, index):
-        return builder.bitcast(builder.gep(array.data, [index]), vec.as_pointer())
-
-    def load(array, index):  # unaligned: rows start anywhere
-        return builder.load(pointer(array, index), align=1)
 
     def add(p, q):
         return builder.fadd(p, q, flags=_FLAGS)
 
     with cgutils.for_range(builder, nvec) as loop:
         j = builder.mul(loop.index, ir.Constant(i.type, lanes))
-        vshift = load(shift, j)
+        vshift = load(builder, shift, j, vec)
         v, prod = [], []
         for r in range(4):
             k = builder.add(builder.mul(builder.add(i, ir.Constant(i.type, r)), width), j)
-            v.append(load(dy, k))
-            prod.append(builder.fmul(v[r], builder.fsub(load(src, k), vshift, flags=_FLAGS), flags=_FLAGS))
+            v.append(load(builder, dy, k, vec))
+            centred = builder.fsub(load(builder, src, k, vec), vshift, flags=_FLAGS)
+            prod.append(builder.fmul(v[r], centred, flags=_FLAGS))
             ahead_k = builder.add(builder.mul(builder.add(ahead, ir.Constant(i.type, r)), width), j)
             prefetch(builder, dy, ahead_k)
             prefetch(builder, src, ahead_k)
-        # the same sums, in the same order, as the numba loop of fast._col_sums for the columns after the vectors
-        builder.store(add(load(part_b, j), add(add(v[0], v[1]), add(v[2], v[3]))), pointer(part_b, j), align=1)
-        builder.store(add(load(part_g, j), add(add(prod[0], prod[1]), add(prod[2], prod[3]))), pointer(part_g, j), align=1)
+        # the same expression as the numba loop of fast._col_sums (which sums the columns after the vectors)
+        sum_b, sum_g = add(add(v[0], v[1]), add(v[2], v[3])), add(add(prod[0], prod[1]), add(prod[2], prod[3]))
+        builder.store(add(load(builder, part_b, j, vec), sum_b), pointer(builder, part_b, j, vec), align=1)
+        builder.store(add(load(builder, part_g, j, vec), sum_g), pointer(builder, part_g, j, vec), align=1)
     return context.get_dummy_value()
 
 
@@ -88,4 +103,4 @@ def sums_4rows(typingctx, dy, src, shift, part_b, part_g, i, nvec, ahead):
     return types.none(dy, src, shift, part_b, part_g, types.intp, types.intp, types.intp), _sums_codegen
 
 
-__all__ = ["APPLY_AHEAD", "SUMS_AHEAD", "VECTOR_BYTES", "prefetch", "sums_4rows"]
+__all__ = ["APPLY_AHEAD", "SUMS_AHEAD", "VECTOR_BYTES", "load", "pointer", "prefetch", "sums_4rows", "vectors"]
