@@ -407,7 +407,8 @@ def main(argv=None) -> int:
     result = dict(machine=info, settings=dict(rounds=rounds, quick=args.quick, eps=EPS, tolerance=TOL,
                                               blas_threads=1, two_pass_limit=TWO_PASS,
                                               parallel_min_bytes=fast.PARALLEL_MIN_BYTES,
-                                              stream_min_bytes=fast.STREAM_MIN_BYTES),
+                                              stream_min_bytes=fast.STREAM_MIN_BYTES,
+                                              prefetch_min_bytes=fast.PREFETCH_MIN_BYTES),
                   records=records)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.generic_part:

@@ -190,13 +190,13 @@ def test_coef_rounds_as_written_after_the_kernel_compiled_it(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n, d", [(4, 16), (7, 8), (65, 17), (131, 33), (9, 70), (130, 15), (5, 7)])
 def test_the_first_pass_sums_every_row_and_column(n, d, dtype, threads, lazy, prefetch, monkeypatch):
-    # The (N, D) first pass sums four rows at a time, out of cache (forced here) the whole vectors in LLVM IR
-    # (`_prefetch`) and the other columns in numba: widths below, at and across the lane counts (8 and 16),
+    # The (N, D) first pass sums four rows at a time; from PREFETCH_MIN_BYTES (forced here) the whole vectors
+    # in LLVM IR (`_prefetch`) and the other columns in numba: widths below, at and across the lane counts (8 and 16),
     # rows past 64-row blocks and not a multiple of 4, on two threads each half, from xhat (forward's cache)
     # and from x with mu as the shift (forward_fast's). A row or column left out, counted twice or not shifted
     # is an error of order one; rounding in partial sums of at most 64 rows is below 64 ulps of the terms.
     monkeypatch.setattr(fast, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(fast, "STREAM_MIN_BYTES", 0 if prefetch else 1 << 62)
+    monkeypatch.setattr(fast, "PREFETCH_MIN_BYTES", 0 if prefetch else 1 << 62)
     rng = np.random.default_rng(n * d)
     x = (5 + rng.standard_normal((n, d))).astype(dtype)
     gamma, beta = rng.uniform(0.5, 2, d).astype(dtype), rng.standard_normal(d).astype(dtype)
@@ -212,7 +212,7 @@ def test_the_first_pass_sums_every_row_and_column(n, d, dtype, threads, lazy, pr
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="checks x86 instructions")
-def test_out_of_cache_the_first_pass_prefetches_four_rows_of_both_arrays():
+def test_the_prefetching_first_pass_asks_for_four_rows_of_both_arrays():
     # Read the machine code of a fresh compile (numba keeps no assembly for code loaded from its cache);
     # tests/test_fast_streaming.py reads the streamed second pass's. Which rows a prefetch asks for shows
     # in no value and no instruction count; the timings in benchmarks/README.md are its only check.

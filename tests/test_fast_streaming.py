@@ -56,11 +56,7 @@ def test_streamed_dx_is_the_cached_one_to_a_few_ulps_and_the_sums_are_the_same(n
     # the same formula per element; only whether a multiply-add is fused may differ
     size = np.max(np.abs(want[0])) + np.max(np.abs(dy)) * np.max(np.abs(cache.gamma * cache.inv_s))
     assert np.max(np.abs(got[0] - want[0])) <= 8 * np.finfo(dtype).eps * size
-    # pass 1 writes nothing, but on this path its whole vectors come from the prefetching loop (`_prefetch`):
-    # the same sums, in partial sums of at most 64 rows, whose multiply-adds may be fused otherwise
-    terms = np.abs(dy.astype(np.float64) * cache.xhat).sum(axis=cache.axes), np.abs(dy).sum(axis=cache.axes)
-    for g, w, scale in zip(got[1:], want[1:], terms):
-        assert np.all(np.abs(g - w) <= 128 * np.finfo(dtype).eps * scale.ravel())
+    assert np.array_equal(got[1], want[1]) and np.array_equal(got[2], want[2])  # pass 1 is not streamed
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

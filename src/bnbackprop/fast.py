@@ -273,11 +273,25 @@ ROWS_PER_BLOCK = 64
 PARALLEL_MIN_BYTES = 1 << 21
 # From this many bytes per array, the second pass (either layout) writes dx with non-temporal stores (see
 # `_nontemporal`): dx then goes to memory without each line first being read. 32 MiB is the last-level
-# cache of the benchmark machine; below it, dx may still be in the cache when the caller reads it. From
-# the same size the (N, D) passes prefetch the rows ahead (`_prefetch`): in timings of the first pass on
-# that machine the prefetching loop took 15-19 % less time than the plain one at 16-32 MiB per array,
-# but 11-24 % more at 4 MiB and below, where the data is in the cache already.
+# cache of the benchmark machine; below it, dx may still be in the cache when the caller reads it. This
+# streamed pass also prefetches the rows ahead (`_prefetch`).
 STREAM_MIN_BYTES = 1 << 25
+# From this many bytes per array, the (N, D) first pass prefetches the rows ahead. In timings of the first
+# pass on the benchmark machine the prefetching loop took 15-19 % less time than the plain one at 16 and
+# 32 MiB per array, about the same at 8 MiB (float64: 9 % less to 2 % more), and 11-24 % more at 4 MiB
+# and below.
+PREFETCH_MIN_BYTES = 1 << 24
+
+
+@njit(cache=True, fastmath=_FLAGS, inline="always")
+def _sweep_sums(dy, src, shift, part_b, part_g, i, j0, j1):
+    """Rows i..i+3, columns j0:j1: part_b += sum(dy), part_g += sum(dy*(src - shift)) per column."""
+    for j in range(j0, j1):
+        v0, v1, v2, v3 = dy[i, j], dy[i + 1, j], dy[i + 2, j], dy[i + 3, j]
+        h = shift[j]
+        part_b[j] += (v0 + v1) + (v2 + v3)
+        part_g[j] += ((v0 * (src[i, j] - h) + v1 * (src[i + 1, j] - h))
+                      + (v2 * (src[i + 2, j] - h) + v3 * (src[i + 3, j] - h)))
 
 
 @njit(cache=True, fastmath=_FLAGS, inline="always")
@@ -286,20 +300,17 @@ def _col_sums(dy, src, shift, scale, i0, i1, dgamma, dbeta, prefetch):
     with `prefetch`, the whole vectors of each sweep in LLVM IR while the next sweep's rows are prefetched."""
     n, d = dy.shape
     lanes = VECTOR_BYTES // dy.itemsize
-    first = d // lanes * lanes if prefetch else 0  # the first column the numba loop sums
     part_b, part_g = np.zeros(d, dy.dtype), np.zeros(d, dy.dtype)
     for b0 in range(i0, i1, ROWS_PER_BLOCK):
         b1 = min(b0 + ROWS_PER_BLOCK, i1)
         i = b0
         while i + 4 <= b1:  # four rows per sweep: each partial sum is loaded and stored once per 4 rows
+            # two separate loops: one whose start is not a constant 0 ran 2-3 times slower in the cache
             if prefetch:
                 sums_4rows(dy, src, shift, part_b, part_g, i, d // lanes, min(i + SUMS_AHEAD, n - 4))
-            for j in range(first, d):
-                v0, v1, v2, v3 = dy[i, j], dy[i + 1, j], dy[i + 2, j], dy[i + 3, j]
-                h = shift[j]
-                part_b[j] += (v0 + v1) + (v2 + v3)
-                part_g[j] += ((v0 * (src[i, j] - h) + v1 * (src[i + 1, j] - h))
-                              + (v2 * (src[i + 2, j] - h) + v3 * (src[i + 3, j] - h)))
+                _sweep_sums(dy, src, shift, part_b, part_g, i, d // lanes * lanes, d)
+            else:
+                _sweep_sums(dy, src, shift, part_b, part_g, i, 0, d)
             i += 4
         for i in range(i, b1):
             for j in range(d):
@@ -444,13 +455,13 @@ def _rows_apply(dy, src, shift, a, b, c, out, r0, r1, stream):
 
 
 @njit(cache=True, fastmath=_FLAGS, inline="always")
-def _block_sums(dy, src, shift, scale, r0, r1, dgamma, dbeta, nchw, stream):
-    """Rows r0:r1 into the channel sums: per column of (N, D) (prefetching out of cache, `stream`), or per
-    row's channel of (N*C, S)."""
+def _block_sums(dy, src, shift, scale, r0, r1, dgamma, dbeta, nchw, prefetch):
+    """Rows r0:r1 into the channel sums: per column of (N, D) (prefetching the rows ahead if `prefetch`), or
+    per row's channel of (N*C, S)."""
     if nchw:
         _rows_sums(dy, src, shift, scale, r0, r1, dgamma, dbeta)
     else:
-        _col_sums(dy, src, shift, scale, r0, r1, dgamma, dbeta, stream)
+        _col_sums(dy, src, shift, scale, r0, r1, dgamma, dbeta, prefetch)
 
 
 @njit(cache=True, fastmath=_FLAGS, inline="always")
@@ -462,11 +473,11 @@ def _block_apply(dy, src, shift, a, b, c, out, r0, r1, nchw, stream):
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _backward_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, nchw, stream):
+def _backward_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, nchw, stream, prefetch):
     """On one thread: the channel sums in one pass over the rows, then dx in a second pass."""
     ch, rows = gamma.shape[0], dy.shape[0]
     dgamma, dbeta = np.zeros(ch), np.zeros(ch)
-    _block_sums(dy, src, shift, scale, 0, rows, dgamma, dbeta, nchw, stream)
+    _block_sums(dy, src, shift, scale, 0, rows, dgamma, dbeta, nchw, prefetch)
     if not np.isfinite(_store_sums(dgamma, dbeta, dgamma_out, dbeta_out)):
         return np.inf  # a sum is not finite: no dx written yet, so dy is intact even as out
     a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
@@ -474,14 +485,15 @@ def _backward_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamm
 
 
 @njit(cache=True, fastmath=_FLAGS, parallel=True)
-def _backward_par(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, nchw, stream, chunks):
+def _backward_par(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamma_out, dbeta_out, nchw, stream, prefetch,
+                  chunks):
     """The rows split into `chunks` contiguous blocks, one per thread (each reads memory in order);
     per-block sums join in float64 in a fixed order, so every run gives the same result."""
     ch, rows = gamma.shape[0], dy.shape[0]
     dgamma_t, dbeta_t = np.zeros((chunks, ch)), np.zeros((chunks, ch))
     for t in numba.prange(chunks):
         _block_sums(dy, src, shift, scale, t * rows // chunks, (t + 1) * rows // chunks, dgamma_t[t], dbeta_t[t], nchw,
-                    stream)
+                    prefetch)
     dgamma, dbeta = dgamma_t.sum(axis=0), dbeta_t.sum(axis=0)
     if not np.isfinite(_store_sums(dgamma, dbeta, dgamma_out, dbeta_out)):
         return np.inf  # a sum is not finite: no dx written yet
@@ -536,7 +548,7 @@ def backward_fast(dy, cache: Cache, out=None, threads=1):
     # numba's loops raise no floating-point warnings: an overflow shows up in chk instead
     chk = _run(_backward_jit, _backward_par, threads, src.nbytes, _rows(dy), _rows(src), shift, scale,
                cache.gamma.reshape(ch), cache.inv_s.reshape(ch), 1.0 / (cache.B - cache.ddof), 1.0 / cache.B,
-               _rows(out), dgamma, dbeta, src.ndim > 2, src.nbytes >= STREAM_MIN_BYTES)
+               _rows(out), dgamma, dbeta, src.ndim > 2, src.nbytes >= STREAM_MIN_BYTES, src.nbytes >= PREFETCH_MIN_BYTES)
     if not np.isfinite(chk):  # inf: a sum overflowed before any dx was written; NaN: some dx did
         return _finish(dy, cache, None, user_out, in_place=bool(np.isnan(chk)) and np.shares_memory(out, dy))
     if out.dtype == cache.x.dtype:  # float32, float64: already in x's dtype, and in out if given
@@ -744,4 +756,5 @@ def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
                                      in_range)
 
 
-__all__ = ["PARALLEL_MIN_BYTES", "STREAM_MIN_BYTES", "LazyCache", "backward_blocked", "backward_fast", "forward_fast"]
+__all__ = ["PARALLEL_MIN_BYTES", "PREFETCH_MIN_BYTES", "STREAM_MIN_BYTES", "LazyCache", "backward_blocked", "backward_fast",
+           "forward_fast"]
