@@ -244,6 +244,18 @@ def simd_info() -> dict:
     }
 
 
+def git_state() -> dict:
+    """The commit the run timed and whether tracked files differed from it (None outside a git checkout)."""
+    import subprocess
+
+    def git(*args):
+        proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": None if status is None else bool(status)}
+
+
 def machine_info():
     """Which machine and versions produced the numbers."""
     import numba
@@ -261,6 +273,7 @@ def machine_info():
         "torch": torch.__version__, "threadpools": blas,
         "env": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")},
         "load_average": list(os.getloadavg()),
+        **git_state(),
         "numba_threading_layer": None,  # filled in after the run, when a parallel kernel has run
     }
 

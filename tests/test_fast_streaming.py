@@ -56,7 +56,8 @@ def test_streamed_dx_is_the_cached_one_to_a_few_ulps_and_the_sums_are_the_same(n
     # the same formula per element; only whether a multiply-add is fused may differ
     size = np.max(np.abs(want[0])) + np.max(np.abs(dy)) * np.max(np.abs(cache.gamma * cache.inv_s))
     assert np.max(np.abs(got[0] - want[0])) <= 8 * np.finfo(dtype).eps * size
-    assert np.array_equal(got[1], want[1]) and np.array_equal(got[2], want[2])  # pass 1 is not streamed
+    # pass 1 does not stream, and these arrays are below PREFETCH_MIN_BYTES: both runs sum with the same loop
+    assert np.array_equal(got[1], want[1]) and np.array_equal(got[2], want[2])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -121,6 +122,22 @@ def test_backward_fast_streams_from_stream_min_bytes_and_not_below(threads, shap
         monkeypatch.setattr(fast, "STREAM_MIN_BYTES", threshold)
         backward_fast(x, cache, threads=threads)
         assert seen.pop() is streamed
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_backward_fast_prefetches_from_prefetch_min_bytes_and_not_below(threads, monkeypatch):
+    rng = np.random.default_rng(threads)
+    x = 3 + rng.standard_normal((64, 48))
+    _, cache = forward(x, rng.standard_normal(48), rng.standard_normal(48))
+    seen = []
+    for name in ("_backward_jit", "_backward_par"):
+        kernel = getattr(fast, name)
+        monkeypatch.setattr(fast, name, lambda *a, k=kernel: seen.append(a[13]) or k(*a))  # a[13]: the prefetch flag
+    monkeypatch.setattr(fast, "PARALLEL_MIN_BYTES", 0)
+    for threshold, prefetched in ((x.nbytes, True), (x.nbytes + 1, False)):
+        monkeypatch.setattr(fast, "PREFETCH_MIN_BYTES", threshold)
+        backward_fast(x, cache, threads=threads)
+        assert seen.pop() is prefetched
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="checks x86 instructions")

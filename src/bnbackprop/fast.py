@@ -273,8 +273,8 @@ ROWS_PER_BLOCK = 64
 PARALLEL_MIN_BYTES = 1 << 21
 # From this many bytes per array, the second pass (either layout) writes dx with non-temporal stores (see
 # `_nontemporal`): dx then goes to memory without each line first being read. 32 MiB is the last-level
-# cache of the benchmark machine; below it, dx may still be in the cache when the caller reads it. This
-# streamed pass also prefetches the rows ahead (`_prefetch`).
+# cache of the benchmark machine; below it, dx may still be in the cache when the caller reads it. The
+# streamed (N, D) pass also prefetches the rows ahead (`_prefetch`); the NCHW one reads long rows in order.
 STREAM_MIN_BYTES = 1 << 25
 # From this many bytes per array, the (N, D) first pass prefetches the rows ahead. In timings of the first
 # pass on the benchmark machine the prefetching loop took 15-19 % less time than the plain one at 16 and
@@ -305,7 +305,8 @@ def _col_sums(dy, src, shift, scale, i0, i1, dgamma, dbeta, prefetch):
         b1 = min(b0 + ROWS_PER_BLOCK, i1)
         i = b0
         while i + 4 <= b1:  # four rows per sweep: each partial sum is loaded and stored once per 4 rows
-            # two separate loops: one whose start is not a constant 0 ran 2-3 times slower in the cache
+            # two separate loops: a single loop whose start was not a constant 0 made backward_fast 2-3 times
+            # slower in the cache, in timings on the benchmark machine
             if prefetch:
                 sums_4rows(dy, src, shift, part_b, part_g, i, d // lanes, min(i + SUMS_AHEAD, n - 4))
                 _sweep_sums(dy, src, shift, part_b, part_g, i, d // lanes * lanes, d)
