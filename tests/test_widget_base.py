@@ -60,7 +60,7 @@ def test_static_page_holds_every_grid_figure_behind_linked_stacks():
     e = RecordingTriangle(dict(B=6, kind="ramp", values="", seed=2), static=True)
     B, kind = e.controls["B"], e.controls["kind"]
     assert isinstance(B, widgets.SelectionSlider) and isinstance(kind, widgets.Dropdown)
-    # each grid setting drawn once (drawing is most of this test's time, so the figures are not drawn again)
+    # every grid setting was drawn (drawing is most of this test's time, so the figures are not drawn again)
     assert sorted(e.drawn) == sorted((b, k) for b in (3, 6) for k in ("constant", "ramp", "alternating"))
     outer = e.box.children[-1]
     assert isinstance(outer, widgets.Stack) and outer.selected_index == B.index == 1

@@ -7,9 +7,10 @@ L2 cache, LLVM's `llvm.prefetch`) took 15-19 % off that pass at 16-32 MiB per ar
 timings on the benchmark machine (2-core AMD EPYC; benchmarks/README.md), and the streamed second
 pass prefetches the same way. At 8 MiB it made no clear difference and at 4 MiB and below it cost
 11-24 %, so `fast` prefetches in the first pass only from PREFETCH_MIN_BYTES (16 MiB), and in the
-second only where it streams. numba cannot ask for a prefetch, and LLVM's loop vectorizer will not vectorize a
-loop that calls one, so `sums_4rows` writes the vector loop in LLVM IR, as `_nontemporal` does for
-the stores. A prefetch never faults and never changes a value; on a CPU without one, LLVM drops it.
+second only where it streams. numba cannot ask for a prefetch, and LLVM's loop vectorizer will not
+vectorize a loop that calls one, so `sums_4rows` writes the vector loop in LLVM IR, as `_nontemporal`
+does for the stores. A prefetch never faults and never changes a value; on a CPU without one, LLVM
+drops it.
 
 numba's cache (cache=True in `fast`) is keyed to fast.py alone: after editing this module or
 `_nontemporal`, delete the cached kernels (`make clean`), or the old code keeps running.
