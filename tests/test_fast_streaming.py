@@ -107,37 +107,23 @@ def test_a_dx_that_overflows_inside_the_vector_loop_is_refused_as_backward_refus
     assert str(got.value) == str(want.value) and fallbacks == [None]  # the fast pass gave up; backward answered
 
 
+@pytest.mark.parametrize("setting, index", [("STREAM_MIN_BYTES", 12), ("PREFETCH_MIN_BYTES", 13)],
+                         ids=["stream", "prefetch"])  # index: the flag's place among the kernels' arguments
 @pytest.mark.parametrize("shape", [(64, 48), (8, 6, 4, 16)])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_backward_fast_streams_from_stream_min_bytes_and_not_below(threads, shape, monkeypatch):
+def test_backward_fast_sets_each_flag_from_its_threshold_and_not_below(threads, shape, setting, index, monkeypatch):
     rng = np.random.default_rng(threads)
     x = 3 + rng.standard_normal(shape)
     _, cache = forward(x, rng.standard_normal(shape[1]), rng.standard_normal(shape[1]))
     seen = []
     for name in ("_backward_jit", "_backward_par"):
         kernel = getattr(fast, name)
-        monkeypatch.setattr(fast, name, lambda *a, k=kernel: seen.append(a[12]) or k(*a))  # a[12]: the stream flag
+        monkeypatch.setattr(fast, name, lambda *a, k=kernel: seen.append(a[index]) or k(*a))
     monkeypatch.setattr(fast, "PARALLEL_MIN_BYTES", 0)
-    for threshold, streamed in ((x.nbytes, True), (x.nbytes + 1, False)):
-        monkeypatch.setattr(fast, "STREAM_MIN_BYTES", threshold)
+    for threshold, on in ((x.nbytes, True), (x.nbytes + 1, False)):
+        monkeypatch.setattr(fast, setting, threshold)
         backward_fast(x, cache, threads=threads)
-        assert seen.pop() is streamed
-
-
-@pytest.mark.parametrize("threads", [1, 2])
-def test_backward_fast_prefetches_from_prefetch_min_bytes_and_not_below(threads, monkeypatch):
-    rng = np.random.default_rng(threads)
-    x = 3 + rng.standard_normal((64, 48))
-    _, cache = forward(x, rng.standard_normal(48), rng.standard_normal(48))
-    seen = []
-    for name in ("_backward_jit", "_backward_par"):
-        kernel = getattr(fast, name)
-        monkeypatch.setattr(fast, name, lambda *a, k=kernel: seen.append(a[13]) or k(*a))  # a[13]: the prefetch flag
-    monkeypatch.setattr(fast, "PARALLEL_MIN_BYTES", 0)
-    for threshold, prefetched in ((x.nbytes, True), (x.nbytes + 1, False)):
-        monkeypatch.setattr(fast, "PREFETCH_MIN_BYTES", threshold)
-        backward_fast(x, cache, threads=threads)
-        assert seen.pop() is prefetched
+        assert seen.pop() is on
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="checks x86 instructions")

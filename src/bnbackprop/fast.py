@@ -343,6 +343,14 @@ def _col_apply_cols(dy, src, shift, a, b, c, out, i0, i1, j0, j1):
     return chk
 
 
+@njit(cache=True, fastmath=_FLAGS, inline="always")
+def _head(out, row):
+    """Columns of `row` before out's first cache-line boundary in it (all of them if elements straddle lines)."""
+    width, size = out.shape[1], out.itemsize
+    misaligned = (out.ctypes.data + row * width * size) % VECTOR_BYTES
+    return min(width, (VECTOR_BYTES - misaligned) % VECTOR_BYTES // size) if misaligned % size == 0 else width
+
+
 @njit(cache=True, fastmath=_FLAGS)
 def _col_apply_streaming(dy, src, shift, a, b, c, out, i0, i1):
     """`_col_apply` with dx written by non-temporal vector stores, two rows per sweep where rows share
@@ -354,8 +362,7 @@ def _col_apply_streaming(dy, src, shift, a, b, c, out, i0, i1):
     i = i0
     while i < i1:
         sweep = min(step, i1 - i)  # rows in this sweep
-        misaligned = (out.ctypes.data + i * d * size) % VECTOR_BYTES
-        head = min(d, (VECTOR_BYTES - misaligned) % VECTOR_BYTES // size) if misaligned % size == 0 else d
+        head = _head(out, i)
         nvec = (d - head) // lanes
         chk += _col_apply_cols(dy, src, shift, a, b, c, out, i, i + sweep, 0, head)
         ahead = min(i + APPLY_AHEAD, dy.shape[0] - sweep)  # rows whose lines are prefetched meanwhile
@@ -399,8 +406,7 @@ def _rows_apply_streaming(dy, src, shift, a, b, c, out, r0, r1):
     chk = dy[0, 0] * 0
     for r in range(r0, r1):
         k = r % ch
-        misaligned = (out.ctypes.data + r * width * size) % VECTOR_BYTES
-        head = min(width, (VECTOR_BYTES - misaligned) % VECTOR_BYTES // size) if misaligned % size == 0 else width
+        head = _head(out, r)
         end = head + (width - head) // lanes * lanes
         chk += _row_apply(dy, src, shift[k], a[k], b[k], c[k], out, r, 0, head)
         chk += stream_apply_row(dy, src, shift[k], a[k], b[k], c[k], out, r, head, (end - head) // lanes)
