@@ -123,9 +123,11 @@ def test_read_only_arrays_give_the_same_result_without_a_second_compile(shape, d
     grads_ro = backward_fast(read_only(dy), cache_ro)
     grads_eager = backward_fast(read_only(dy), forward(read_only(x), read_only(gamma), read_only(beta))[1])
     assert (len(fast._forward_jit.signatures), len(fast._backward_jit.signatures)) == compiled
-    # the same kernel on the same values: the results agree bit for bit
+    # the same compiled kernel on the same values, with no path that depends on an address at these sizes
+    # (only the streamed pass, from STREAM_MIN_BYTES, looks at out's alignment): the same bits
     assert np.array_equal(y_ro, y) and all(np.array_equal(a, b) for a, b in zip(grads_ro, grads))
-    assert max_rel(grads_eager[0], backward(dy, forward(x, gamma, beta)[1])[0]) <= (1e-12 if dtype == np.float64 else 1e-5)
+    want = backward(dy, forward(x, gamma, beta)[1])[0]
+    assert max_rel(grads_eager[0], want) <= (1e-12 if dtype == np.float64 else 1e-5)
 
 
 @pytest.mark.parametrize("tuned", TUNED, ids=lambda f: f.__name__)

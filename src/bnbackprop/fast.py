@@ -572,7 +572,8 @@ def backward_fast(dy, cache: Cache, out=None, threads=1):
     dy_k, src_k, shift_k, scale_k, gamma_k, inv_s_k = _frozen(_rows(dy), _rows(src), shift, scale,
                                                              cache.gamma.reshape(ch), cache.inv_s.reshape(ch))
     chk = _run(_backward_jit, _backward_par, threads, src.nbytes, dy_k, src_k, shift_k, scale_k, gamma_k, inv_s_k,
-               1.0 / (cache.B - cache.ddof), 1.0 / cache.B, _rows(out), dgamma, dbeta, src.ndim > 2, src.nbytes >= STREAM_MIN_BYTES, src.nbytes >= PREFETCH_MIN_BYTES)
+               1.0 / (cache.B - cache.ddof), 1.0 / cache.B, _rows(out), dgamma, dbeta, src.ndim > 2,
+               src.nbytes >= STREAM_MIN_BYTES, src.nbytes >= PREFETCH_MIN_BYTES)
     if not np.isfinite(chk):  # inf: a sum overflowed before any dx was written; NaN: some dx did
         return _finish(dy, cache, None, user_out, in_place=bool(np.isnan(chk)) and np.shares_memory(out, dy))
     if out.dtype == cache.x.dtype:  # float32, float64: already in x's dtype, and in out if given
@@ -767,7 +768,8 @@ def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
     x = np.ascontiguousarray(x)
     y = np.empty_like(x)
     stats = np.empty((4, ch), x.dtype)  # mu, var, s, inv_s: one allocation, four views
-    span = _forward_jit(*_frozen(_rows(x), gamma_c, beta_c), eps, ddof, x.ndim > 2, CANCEL_BITS[x.dtype.type], _rows(y), stats)
+    span = _forward_jit(*_frozen(_rows(x), gamma_c, beta_c), eps, ddof, x.ndim > 2, CANCEL_BITS[x.dtype.type], _rows(y),
+                        stats)
     if span < 0:
         return forward(x, gamma, beta, eps=eps, ddof=ddof)  # refuses a NaN with its name, or computes exactly
     B = x.size // ch
