@@ -24,13 +24,7 @@ from llvmlite import ir  # noqa: E402 - numba's own dependency, importable once 
 from numba.core import cgutils, types  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
-from ._prefetch import _FLAGS, VECTOR_BYTES, load, pointer, prefetch, vectors  # noqa: E402
-
-
-def _c_arrays(dtype, ndims, *arrays) -> bool:
-    """True if every array is C-contiguous, of `dtype`, with the given number of dimensions."""
-    return all(isinstance(a, types.Array) and a.layout == "C" and a.dtype == dtype and a.ndim == n
-               for a, n in zip(arrays, ndims))
+from ._prefetch import _FLAGS, VECTOR_BYTES, c_arrays, load, pointer, prefetch, vectors  # noqa: E402
 
 
 def _apply_and_stream(builder, dy, src, out, k, va, vb, vc, vshift, chk, vec):
@@ -84,7 +78,7 @@ def _make_stream_apply(nrows: int):
         with non-temporal vector stores (out[i, j0] must be VECTOR_BYTES-aligned), while the same columns of
         rows ahead..ahead+nrows-1 of dy and src are prefetched; returns 0 unless some dx is inf/NaN."""
         dtype = getattr(dy, "dtype", None)
-        if (dtype not in (types.float32, types.float64) or not _c_arrays(dtype, (2, 2, 1, 1, 1, 1, 2), dy, src, shift, a, b, c, out)
+        if (dtype not in (types.float32, types.float64) or not c_arrays(dtype, (2, 2, 1, 1, 1, 1, 2), dy, src, shift, a, b, c, out)
                 or not all(isinstance(n, types.Integer) for n in (i, j0, nvec, ahead))):
             return None
         return dtype(dy, src, shift, a, b, c, out, types.intp, types.intp, types.intp, types.intp), codegen
@@ -119,7 +113,7 @@ def stream_apply_row(typingctx, dy, src, h, a, b, c, out, r, j0, nvec):
     (N*C, H*W)), on columns j0 .. j0 + nvec*lanes - 1, written to out with non-temporal vector stores
     (out[r, j0] must be VECTOR_BYTES-aligned); returns 0 unless some dx is inf/NaN."""
     dtype = getattr(dy, "dtype", None)
-    if (dtype not in (types.float32, types.float64) or not _c_arrays(dtype, (2, 2, 2), dy, src, out)
+    if (dtype not in (types.float32, types.float64) or not c_arrays(dtype, (2, 2, 2), dy, src, out)
             or any(t != dtype for t in (h, a, b, c)) or not all(isinstance(n, types.Integer) for n in (r, j0, nvec))):
         return None
     return dtype(dy, src, dtype, dtype, dtype, dtype, out, types.intp, types.intp, types.intp), _stream_row_codegen

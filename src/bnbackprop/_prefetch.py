@@ -62,6 +62,12 @@ def prefetch(builder, array, index) -> None:
     builder.call(fn, [builder.bitcast(builder.gep(array.data, [index]), i8p), i32(0), i32(_L2), i32(1)])
 
 
+def c_arrays(dtype, ndims, *arrays) -> bool:
+    """True if every array type is C-contiguous, of `dtype`, with the given number of dimensions."""
+    return all(isinstance(a, types.Array) and a.layout == "C" and a.dtype == dtype and a.ndim == n
+               for a, n in zip(arrays, ndims))
+
+
 def _sums_codegen(context, builder, sig, args):
     """The loop of `sums_4rows`: per vector of columns, four rows' loads, their sums, eight prefetches."""
     lanes, vec = vectors(context, sig)
@@ -96,13 +102,10 @@ def sums_4rows(typingctx, dy, src, shift, part_b, part_g, i, nvec, ahead):
     """Rows i..i+3, columns 0 .. nvec*lanes - 1 of (N, D): part_b += sum(dy) and part_g += sum(dy*(src - shift))
     per column, in the arrays' dtype, while rows ahead..ahead+3 are prefetched (ahead + 3 must be a row)."""
     dtype = getattr(dy, "dtype", None)
-    arrays = (dy, src, shift, part_b, part_g)
-    if (dtype not in (types.float32, types.float64)
-            or not all(isinstance(a, types.Array) and a.layout == "C" and a.dtype == dtype and a.ndim == n
-                       for a, n in zip(arrays, (2, 2, 1, 1, 1)))
+    if (dtype not in (types.float32, types.float64) or not c_arrays(dtype, (2, 2, 1, 1, 1), dy, src, shift, part_b, part_g)
             or not all(isinstance(n, types.Integer) for n in (i, nvec, ahead))):
         return None
     return types.none(dy, src, shift, part_b, part_g, types.intp, types.intp, types.intp), _sums_codegen
 
 
-__all__ = ["APPLY_AHEAD", "SUMS_AHEAD", "VECTOR_BYTES", "load", "pointer", "prefetch", "sums_4rows", "vectors"]
+__all__ = ["APPLY_AHEAD", "SUMS_AHEAD", "VECTOR_BYTES", "c_arrays", "load", "pointer", "prefetch", "sums_4rows", "vectors"]
