@@ -8,6 +8,9 @@ current"), and MPI tests reported loudly when skipped.
   is set up; `book/X.ipynb[second_env]` runs in a kernel started with numpy's SIMD groups above its
   baseline disabled, numba compiled for a generic CPU and BLAS on another thread count
   (tests/notebook_checks.second_env). Both must reproduce the stored outputs.
+- Kernels: on Linux each notebook's kernel is forked from a server that has imported the kernel and the
+  chapters' common libraries once per worker and environment (tests/fork_kernels.py; about 0.6 s of CPU
+  saved per notebook run); BNBACKPROP_FORK_KERNELS=0, or another system, starts them the usual way.
 - Cells tagged `mpi` launch mpiexec: without MPI they are skipped as the MPI tests are, and the
   summary says so in red.
 - Scheduling (pytest-xdist, `--dist loadfile`): the test files that compile the numba kernels run as one
@@ -24,11 +27,13 @@ import types
 from functools import lru_cache
 from unittest import mock
 
+import nbval.kernel
 import pytest
 from nbval.plugin import IPyNbCell, IPyNbFile
 from xdist.plugin import pytest_xdist_auto_num_workers as xdist_auto_num_workers
 from xdist.scheduler import LoadFileScheduling
 
+from tests import fork_kernels
 from tests.notebook_checks import figure_difference, second_env
 
 SECOND_ENV = "second_env"
@@ -50,6 +55,16 @@ class SecondEnvNotebook(IPyNbFile):
     def setup(self):
         with mock.patch.dict(os.environ, _second_env()):
             super().setup()  # starts the kernel, which copies os.environ
+
+
+def pytest_configure(config):
+    """Start notebook kernels by fork from a preloaded server (tests/fork_kernels.py) where that works."""
+    if fork_kernels.enabled():
+        nbval.kernel.KernelManager = fork_kernels.ForkingKernelManager
+
+
+def pytest_unconfigure(config):
+    fork_kernels.close_servers()
 
 
 def pytest_collect_file(file_path, parent):
@@ -114,7 +129,7 @@ UNIT_SECONDS = {
     NUMBA_UNIT: 35, "tests/test_grader.py": 8, "book/11_speed.ipynb[second_env]": 7, "tests/test_grader_isolation.py": 7,
     "tests/test_widget_base.py": 6, "tests/test_book.py": 6, "tests/test_notebook_checks.py": 6,
     "book/12_check_your_backward.ipynb": 5, "book/12_check_your_backward.ipynb[second_env]": 5,
-    "book/08_syncbn.ipynb": 5, "book/08_syncbn.ipynb[second_env]": 5,
+    "book/08_syncbn.ipynb": 5, "book/08_syncbn.ipynb[second_env]": 5, "tests/test_fork_kernels.py": 3,
 }
 NOTEBOOK_SECONDS, TEST_FILE_SECONDS = 3, 1
 
