@@ -9,8 +9,9 @@ current"), and MPI tests reported loudly when skipped.
   baseline disabled, numba compiled for a generic CPU and BLAS on another thread count
   (tests/notebook_checks.second_env). Both must reproduce the stored outputs.
 - Kernels: on Linux each notebook's kernel is forked from a server that has imported the kernel and the
-  chapters' common libraries once per worker and environment (tests/fork_kernels.py; about 0.6 s of CPU
-  saved per notebook run); BNBACKPROP_FORK_KERNELS=0, or another system, starts them the usual way.
+  chapters' common libraries once per worker and environment (tests/fork_kernels.py, which lists what
+  still differs from a launched kernel; about 0.6 s of CPU saved per notebook run);
+  BNBACKPROP_FORK_KERNELS=0, or another system, starts them the usual way.
 - Cells tagged `mpi` launch mpiexec: without MPI they are skipped as the MPI tests are, and the
   summary says so in red.
 - Scheduling (pytest-xdist, `--dist loadfile`): the test files that compile the numba kernels run as one

@@ -4,9 +4,12 @@ A kernel started the usual way (`python -m ipykernel_launcher -f <file>`) spends
 importing ipykernel, numpy, matplotlib and the rest before the notebook's first cell; `make test` starts 28.
 Here each pytest worker keeps one server per kernel environment (the plain one and the second numeric one).
 The server imports PRELOAD once, with that environment, then forks one child per notebook; the child
-becomes the kernel exactly as ipykernel_launcher would (own session, the notebook's directory, the
-kernel manager's environment and command line). Each notebook still gets a new process and a new
-IPython shell; what the fork saves is the import work, which the child shares copy-on-write.
+sets itself up as launch_kernel and ipykernel_launcher set up a new kernel process (its own session, the
+notebook's directory, the kernel manager's environment and arguments, a poller that ends it with its
+parent, a newly seeded numpy global generator) and runs the kernel. Each notebook still gets a new process
+and a new IPython shell; what the fork saves is the import work, which the child shares copy-on-write.
+What stays different: PRELOAD's modules are already in sys.modules at the first cell, the process's
+command line and its hash seed are the server's, and stdin is /dev/null rather than an unused pipe.
 
 Used by the root conftest.py on Linux (pidfd lets the worker watch a process it did not start);
 elsewhere, or with BNBACKPROP_FORK_KERNELS=0, kernels start the usual way.
@@ -28,14 +31,17 @@ from pathlib import Path
 from jupyter_client.manager import KernelManager
 
 # Modules every chapter's kernel imports anyway: the kernel's own (its app, its shell and debugger, which it
-# imports before the first cell), then numpy, matplotlib's pyplot, HIPS autograd and ipywidgets (the chapters'
-# first cells). bnbackprop is left out on purpose: each kernel imports the library fresh, as a reader's does.
+# imports before the first cell), then numpy, matplotlib's pyplot and HIPS autograd (the chapters' first cells).
+# Left out on purpose: bnbackprop (each kernel imports the library fresh, as a reader's does) and ipywidgets
+# (its import registers the widget comm targets with the running kernel, so it must run in the kernel).
 PRELOAD = ("ipykernel_launcher", "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugger", "pdb", "sqlite3",
-           "numpy", "matplotlib.pyplot", "autograd.numpy", "ipywidgets")
+           "numpy", "matplotlib.pyplot", "autograd.numpy")
 # Variables of a kernel's environment that differ from one kernel to the next (the kernel manager's and
-# pytest's); no preloaded module reads them.
+# pytest's). Of the preloaded modules only ipykernel.kernelapp reads one at import (JPY_PARENT_PID, the
+# default of parent_handle), and become_kernel passes that one explicitly.
 PER_KERNEL = frozenset({"JPY_PARENT_PID", "JPY_SESSION_NAME", "PYTEST_CURRENT_TEST"})
 LAUNCHER = ("-m", "ipykernel_launcher")
+LOST_STATUS = 255  # a kernel's exit code when its server died before it (the status went to init)
 
 
 def enabled() -> bool:
@@ -72,30 +78,35 @@ def become_kernel(request: dict, set_by_imports: dict[str, str]) -> None:
     """In the forked child: set up the process as launch_kernel and ipykernel_launcher would, then run."""
     os.setsid()  # launch_kernel's start_new_session: interrupts go to the kernel's process group
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    gc.unfreeze()  # the kernel's collections see every object, as in a launched kernel
+    sys.modules["numpy"].random.seed()  # numpy seeds its global generator from the OS at import; so here
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):  # the server's pipes belong to the server; nbval sends the kernel's stderr to devnull
         os.dup2(devnull, fd)
     os.close(devnull)
     os.chdir(request["cwd"])
     os.environ.clear()
-    os.environ.update(request["env"], JPY_PARENT_PID=str(os.getppid()))  # the poller watches its real parent
-    os.environ.update(set_by_imports)  # e.g. ipykernel.debugger's PYDEVD_USE_FRAME_EVAL, as in any kernel
+    os.environ.update(request["env"], JPY_PARENT_PID=str(os.getppid()))  # its real parent is the server
+    os.environ.update(set_by_imports)  # e.g. debugpy's PYDEVD_USE_FRAME_EVAL, as in any kernel
     sys.argv = [sys.modules["ipykernel_launcher"].__file__, *request["args"]]
     from ipykernel import kernelapp
 
-    kernelapp.launch_new_instance()
+    # parent_handle's default was read from the server's environment at import: give it the parent, so that
+    # the kernel's poller ends it when the server (which ends with its pytest worker) is gone
+    kernelapp.IPKernelApp.launch_instance(parent_handle=os.getppid())
 
 
 def main() -> None:
     """Import PRELOAD, say so, then serve; a forked child runs its kernel and exits as a kernel does."""
     import importlib
 
-    if sys.path[0] == "" or Path(sys.path[0]) == Path.cwd():  # as ipykernel_launcher does
+    if sys.path and Path(sys.path[0]) == Path(__file__).parent:  # as ipykernel_launcher drops its start dir
         del sys.path[0]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in pytest's terminal is for pytest, not for us
     before = dict(os.environ)
-    # matplotlib reads MPLBACKEND when imported; the kernel sets it (where unset) before any cell runs
-    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    # matplotlib reads MPLBACKEND when imported; the kernel sets it (where unset or empty) before any cell runs
+    if not os.environ.get("MPLBACKEND"):
+        os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     for name in PRELOAD:
         importlib.import_module(name)
     set_by_imports = {k: v for k, v in os.environ.items() if before.get(k) != v}
@@ -116,21 +127,26 @@ def main() -> None:
 class ForkServer:
     """A running server for one environment, and the pipe to it."""
 
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], cwd: str):
         self.stderr = tempfile.TemporaryFile()  # as a kernel's stderr, not shown (debugpy warns at import)
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.fork_kernels"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=self.stderr, env=env,
-                                        cwd=Path(__file__).parents[1])
+        self.process = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self.stderr, env=env, cwd=cwd)
         self.lock = threading.Lock()
         self.call(None)
 
     def call(self, request: dict | None) -> dict:
         """Send one request (None: read the greeting) and return the reply."""
         with self.lock:
-            if request is not None:
-                self.process.stdin.write(json.dumps(request).encode() + b"\n")
-                self.process.stdin.flush()
-            line = self.process.stdout.readline()
+            try:
+                if request is not None:
+                    self.process.stdin.write(json.dumps(request).encode() + b"\n")
+                    self.process.stdin.flush()
+                line = self.process.stdout.readline()
+            except BrokenPipeError:
+                line = b""
+            except BaseException:  # e.g. Ctrl-C between request and reply: the next reply would be this one's
+                self.process.kill()
+                raise
         if not line:
             self.stderr.seek(0)
             raise RuntimeError(f"the kernel fork server exited (code {self.process.wait()}); its stderr:\n"
@@ -140,7 +156,10 @@ class ForkServer:
 
     def close(self) -> None:
         """End the server: it exits when its input closes."""
-        self.process.stdin.close()
+        try:
+            self.process.stdin.close()
+        except BrokenPipeError:  # it had already died, with a request unsent
+            pass
         self.process.wait()
         self.stderr.close()
 
@@ -153,15 +172,22 @@ class ForkedKernel:
     def __init__(self, server: ForkServer, pid: int):
         self.server, self.pid, self.returncode = server, pid, None
         self.pidfd = os.pidfd_open(pid)  # before anyone reaps it: the server waits only when asked
+        self.lock = threading.Lock()
 
     def wait(self, timeout: float | None = None) -> int:
         """Block until the kernel exits (TimeoutExpired after `timeout` seconds), then its exit code."""
-        if self.returncode is None:
-            if not select.select([self.pidfd], [], [], timeout)[0]:
-                raise subprocess.TimeoutExpired(LAUNCHER, timeout)
-            status = self.server.call({"op": "wait", "pid": self.pid})["status"]
-            self.returncode = os.waitstatus_to_exitcode(status)
-            os.close(self.pidfd)
+        with self.lock:
+            if self.returncode is None:
+                exited = select.poll()
+                exited.register(self.pidfd, select.POLLIN)
+                if not exited.poll(None if timeout is None else timeout * 1000):
+                    raise subprocess.TimeoutExpired(LAUNCHER, timeout)
+                try:
+                    status = os.waitstatus_to_exitcode(self.server.call({"op": "wait", "pid": self.pid})["status"])
+                except RuntimeError:  # the server died first: init reaped the kernel, and its status is lost
+                    status = LOST_STATUS
+                self.returncode = status
+                os.close(self.pidfd)
         return self.returncode
 
     def poll(self) -> int | None:
@@ -183,18 +209,20 @@ class ForkedKernel:
         self.send_signal(signal.SIGTERM)
 
 
-_servers: dict[frozenset, ForkServer] = {}
+_servers: dict[tuple, ForkServer] = {}
 
 
 def fork_kernel(cmd: list[str], env: dict[str, str], cwd) -> ForkedKernel:
     """A kernel for `cmd` (python -m ipykernel_launcher ...), forked from the server for `env`."""
-    key = frozenset((k, v) for k, v in env.items() if k not in PER_KERNEL)
-    if key not in _servers:
-        _servers[key] = ForkServer({k: v for k, v in env.items() if k not in PER_KERNEL})
-    server = _servers[key]
-    args = cmd[len(LAUNCHER) + 1:]
-    pid = server.call({"op": "fork", "args": args, "env": env, "cwd": os.fspath(cwd or os.getcwd())})["pid"]
-    return ForkedKernel(server, pid)
+    cwd = os.path.abspath(cwd or os.getcwd())
+    if not os.path.isdir(cwd):  # as Popen would; the child could only exit unseen
+        raise FileNotFoundError(f"the kernel's working directory does not exist: {cwd}")
+    server_env = {k: v for k, v in env.items() if k not in PER_KERNEL}
+    key = (cwd, frozenset(server_env.items()))  # the cwd too: matplotlib reads ./matplotlibrc at import
+    if key not in _servers or _servers[key].process.poll() is not None:
+        _servers[key] = ForkServer(server_env, cwd)
+    pid = _servers[key].call({"op": "fork", "args": cmd[len(LAUNCHER) + 1:], "env": env, "cwd": cwd})["pid"]
+    return ForkedKernel(_servers[key], pid)
 
 
 def close_servers() -> None:
