@@ -61,6 +61,30 @@ def test_streamed_dx_is_the_cached_one_to_a_few_ulps_and_the_sums_are_the_same(n
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 8])  # view rows: none (a block of one row on a thread), odd, even
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rows_of_whole_lines_stream_as_one_run_at_every_alignment_and_write_nothing_outside_out(dtype, n, threads):
+    # (N, D) rows a whole number of cache lines long stream as one run of lines that starts `head` columns
+    # into the first row (fast._col_apply_lines): every alignment of out, every element written, none beside it
+    lanes = 64 // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(n * threads)
+    for d in (lanes, 3 * lanes):
+        x = (rng.uniform(-50, 50) + rng.uniform(0.1, 5) * rng.standard_normal((n, d))).astype(dtype)
+        _, cache = forward(x, rng.standard_normal(d).astype(dtype), rng.standard_normal(d).astype(dtype))
+        dy = (rng.standard_normal((n, d)) + rng.standard_normal()).astype(dtype)
+        want = run(dy, cache, threads=threads, stream=False)[0].copy()
+        size = np.max(np.abs(want)) + np.max(np.abs(dy)) * np.max(np.abs(cache.gamma * cache.inv_s))
+        for offset in range(lanes):
+            buf = np.full(n * d + 2 * lanes, 7.0, dtype)
+            base = (-buf.ctypes.data % 64) // buf.itemsize  # buf[base] starts a cache line
+            out = buf[base + offset:base + offset + n * d].reshape(n, d)
+            got = run(dy, cache, out=out, threads=threads)[0]
+            assert got is out and np.max(np.abs(got - want)) <= 8 * np.finfo(dtype).eps * size, (d, offset)
+            outside = np.concatenate([buf[:base + offset], buf[base + offset + n * d:]])
+            assert (outside == 7.0).all(), (d, offset)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 # aligned rows, unaligned, fewer columns than lanes; NCHW with rows of 64 and of 35 values
 @pytest.mark.parametrize("shape", [(7, 64), (6, 33), (5, 3), (9, 1), (3, 4, 4, 16), (2, 3, 5, 7)])
 def test_out_may_be_dy_on_the_streamed_path(dtype, shape):

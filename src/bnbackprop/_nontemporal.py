@@ -58,30 +58,33 @@ def _make_stream_apply(nrows: int):
     def codegen(context, builder, sig, args):
         lanes, vec = vectors(context, sig)
         dy, src, shift, a, b, c, out = (context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:7], args[:7]))
-        i, j0, nvec, ahead = args[7:]
+        base, i, j0, nvec, ahead = args[7:]
         width = cgutils.unpack_tuple(builder, dy.shape)[1]
         chk = _zeros(builder, vec)
         with cgutils.for_range(builder, nvec) as loop:
             j = builder.add(j0, builder.mul(loop.index, ir.Constant(j0.type, lanes)))
             va, vb, vc, vshift = (load(builder, arr, j, vec) for arr in (a, b, c, shift))
+            bj = builder.add(base, j)
             for r in range(nrows):
-                k = builder.add(builder.mul(builder.add(i, ir.Constant(i.type, r)), width), j)
+                k = builder.add(builder.mul(builder.add(i, ir.Constant(i.type, r)), width), bj)
                 _apply_and_stream(builder, dy, src, out, k, va, vb, vc, vshift, chk, vec)
-                ahead_k = builder.add(builder.mul(builder.add(ahead, ir.Constant(i.type, r)), width), j)
+                ahead_k = builder.add(builder.mul(builder.add(ahead, ir.Constant(i.type, r)), width), bj)
                 prefetch(builder, dy, ahead_k)
                 prefetch(builder, src, ahead_k)
         return _check_sum(builder, chk, vec)
 
     @intrinsic
-    def stream_apply(typingctx, dy, src, shift, a, b, c, out, i, j0, nvec, ahead):
-        """dx = a*dy + b*(src - shift) + c on rows i..i+nrows-1, columns j0 .. j0 + nvec*lanes - 1, written to out
-        with non-temporal vector stores (out[i, j0] must be VECTOR_BYTES-aligned), while the same columns of
-        rows ahead..ahead+nrows-1 of dy and src are prefetched; returns 0 unless some dx is inf/NaN."""
+    def stream_apply(typingctx, dy, src, shift, a, b, c, out, base, i, j0, nvec, ahead):
+        """dx = a*dy + b*(src - shift) + c on rows i..i+nrows-1, columns j0 .. j0 + nvec*lanes - 1 of the rows of
+        dy.shape[1] values that start `base` elements into the arrays' data (base 0: the arrays' own rows;
+        the coefficients are indexed by column), written to out with non-temporal vector stores (that row's
+        column j0 of out must be VECTOR_BYTES-aligned), while the same columns of rows ahead..ahead+nrows-1
+        of dy and src are prefetched; returns 0 unless some dx is inf/NaN."""
         dtype = getattr(dy, "dtype", None)
         if (dtype not in (types.float32, types.float64) or not c_arrays(dtype, (2, 2, 1, 1, 1, 1, 2), dy, src, shift, a, b, c, out)
-                or not all(isinstance(n, types.Integer) for n in (i, j0, nvec, ahead))):
+                or not all(isinstance(n, types.Integer) for n in (base, i, j0, nvec, ahead))):
             return None
-        return dtype(dy, src, shift, a, b, c, out, types.intp, types.intp, types.intp, types.intp), codegen
+        return dtype(dy, src, shift, a, b, c, out, types.intp, types.intp, types.intp, types.intp, types.intp), codegen
 
     return stream_apply
 

@@ -362,26 +362,54 @@ def _head(out, row):
 
 @njit(cache=True, fastmath=_FLAGS)
 def _col_apply_streaming(dy, src, shift, a, b, c, out, i0, i1):
-    """`_col_apply` with dx written by non-temporal vector stores, two rows per sweep where rows share
-    their alignment (each load of a, b, c and the shift then serves both)."""
+    """`_col_apply` with dx written by non-temporal vector stores, and by plain stores where a row does not
+    fill a cache line. Where rows are whole lines long, rows i0:i1 are streamed as one run of lines
+    (`_stream_lines`), with plain stores only before row i0's first line boundary and after row i1-1's last;
+    otherwise row by row, with plain stores before each row's first boundary and after its last."""
     d, size = dy.shape[1], dy.itemsize
     lanes = VECTOR_BYTES // size
-    step = 2 if d * size % VECTOR_BYTES == 0 else 1
+    head = _head(out, i0)
+    lines = d * size % VECTOR_BYTES == 0 and head < d
     chk = dy[0, 0] * 0
-    i = i0
-    while i < i1:
-        sweep = min(step, i1 - i)  # rows in this sweep
-        head = _head(out, i)
+    for i in range(i0, i1):  # one call site for each kind of store: each inlined loop costs compile time
+        if not lines:
+            head = _head(out, i)
         nvec = (d - head) // lanes
-        chk += _col_apply_cols(dy, src, shift, a, b, c, out, i, i + sweep, 0, head)
-        ahead = min(i + APPLY_AHEAD, dy.shape[0] - sweep)  # rows whose lines are prefetched meanwhile
-        if sweep == 2:
-            chk += stream_apply_2rows(dy, src, shift, a, b, c, out, i, head, nvec, ahead)
-        else:
-            chk += stream_apply_1row(dy, src, shift, a, b, c, out, i, head, nvec, ahead)
-        chk += _col_apply_cols(dy, src, shift, a, b, c, out, i, i + sweep, head + nvec * lanes, d)
-        i += sweep
+        if i == i0 or not lines:
+            chk += _col_apply_cols(dy, src, shift, a, b, c, out, i, i + 1, 0, head)
+        if lines and i == i0:
+            chk += _stream_lines(dy, src, shift, a, b, c, out, i0, i1 - i0 - (head > 0), head)
+        elif not lines:
+            ahead = min(i + APPLY_AHEAD, dy.shape[0] - 1)  # the row whose lines are prefetched meanwhile
+            chk += stream_apply_1row(dy, src, shift, a, b, c, out, 0, i, head, nvec, ahead)
+        if i == i1 - 1 or not lines:
+            # plain stores resume after the row's last line: for the run of lines, `head` columns into row i1-1
+            # (at its end if head is 0)
+            end = (head or d) if lines else head + nvec * lanes
+            chk += _col_apply_cols(dy, src, shift, a, b, c, out, i, i + 1, end, d)
     stream_fence()
+    return chk
+
+
+@njit(cache=True, fastmath=_FLAGS, inline="always")
+def _stream_lines(dy, src, shift, a, b, c, out, i0, m, head):
+    """Non-temporal stores of m rows of d values that start `head` columns into row i0 (a "view" row holds the
+    end of one row and the start of the next), where each row is a whole number of cache lines and row i0's
+    column `head` starts one: every line, even one that straddles two rows of out, lies in one view row.
+    The coefficients are rotated to the view's columns, and each load of them serves two view rows."""
+    d = dy.shape[1]
+    lanes = VECTOR_BYTES // dy.itemsize
+    rot = np.empty((4, d), dy.dtype)  # shift, a, b, c of column (head + j) % d, for view column j
+    for j in range(d):
+        k = (head + j) % d
+        rot[0, j], rot[1, j], rot[2, j], rot[3, j] = shift[k], a[k], b[k], c[k]
+    base = i0 * d + head  # the view's first element, as an index into the arrays' data
+    chk = dy[0, 0] * 0
+    for i in range(0, m - 1, 2):
+        chk += stream_apply_2rows(dy, src, rot[0], rot[1], rot[2], rot[3], out, base, i, 0, d // lanes,
+                                  min(i + APPLY_AHEAD, m - 2))
+    if m % 2:
+        chk += stream_apply_1row(dy, src, rot[0], rot[1], rot[2], rot[3], out, base, m - 1, 0, d // lanes, m - 1)
     return chk
 
 
