@@ -33,6 +33,14 @@ def misaligned_like(shape, dtype, offset):
     return np.empty(size + 16, dtype)[offset:offset + size].reshape(shape)
 
 
+def off_a_line(shape, dtype, offset):
+    """An empty C-contiguous array that starts `offset` elements after a cache-line boundary."""
+    size = int(np.prod(shape))
+    buf = np.empty(size + 2 * 64 // np.dtype(dtype).itemsize, dtype)
+    start = (-buf.ctypes.data % 64) // buf.itemsize + offset
+    return buf[start:start + size].reshape(shape)
+
+
 # (N, D), then NCHW rows of H*W values: shorter than one vector, whole vectors (float32, float64), neither
 SPATIAL = [(), (1, 1), (2, 3), (4, 4), (2, 8), (4, 16), (3, 7)]
 
@@ -61,11 +69,11 @@ def test_streamed_dx_is_the_cached_one_to_a_few_ulps_and_the_sums_are_the_same(n
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [2, 3, 4, 5, 8])  # view rows: none (a block of one row on a thread), odd, even
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 8])  # blocks of one row (two threads, n=2) to eight: odd and even runs
 @pytest.mark.parametrize("threads", [1, 2])
 def test_rows_of_whole_lines_stream_as_one_run_at_every_alignment_and_write_nothing_outside_out(dtype, n, threads):
     # (N, D) rows a whole number of cache lines long stream as one run of lines that starts `head` columns
-    # into the first row (fast._col_apply_lines): every alignment of out, every element written, none beside it
+    # into the first row (fast._stream_lines): every alignment of out, every element written, none beside it
     lanes = 64 // np.dtype(dtype).itemsize
     rng = np.random.default_rng(n * threads)
     for d in (lanes, 3 * lanes):
@@ -82,6 +90,33 @@ def test_rows_of_whole_lines_stream_as_one_run_at_every_alignment_and_write_noth
             assert got is out and np.max(np.abs(got - want)) <= 8 * np.finfo(dtype).eps * size, (d, offset)
             outside = np.concatenate([buf[:base + offset], buf[base + offset + n * d:]])
             assert (outside == 7.0).all(), (d, offset)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_dx_that_overflows_anywhere_in_a_run_of_lines_is_refused_as_backward_refuses_it(dtype, monkeypatch):
+    """out starts off a cache line, 4 rows: a run of three view rows, the last one streamed on its own. One dx
+    overflows (and no coefficient does) in the first row's plain head, inside the run, in the run's last
+    view row (at both ends), or in the last row's plain tail: each must be reported, not returned as inf."""
+    lanes = 64 // np.dtype(dtype).itemsize
+    n, d, big = 4, 2 * lanes, np.finfo(dtype).max
+    rng = np.random.default_rng(lanes)
+    x = (1e-3 * rng.standard_normal((n, d))).astype(dtype)
+    _, cache = forward(x, np.full(d, 1e10, dtype), np.zeros(d, dtype))
+    a = (cache.gamma * cache.inv_s).ravel()
+    finish = fast._finish
+    for offset in (1, lanes - 1):  # head = lanes - offset columns of plain stores before the run
+        head = lanes - offset
+        for row, col in ((0, 0), (0, head), (2, head), (3, head - 1), (3, head)):
+            dy = rng.standard_normal((n, d)).astype(dtype)
+            # a*dy = 2x the largest value: that dx (about 1.35x) overflows; c = -a*mean(dy) (0.5x) does not
+            dy[row, col] = big / a[col] * 2
+            with pytest.raises(ValueError, match=f"dx overflows {np.dtype(dtype).name}") as want:
+                backward(dy, cache)
+            fallbacks = []
+            monkeypatch.setattr(fast, "_finish", lambda *a, **k: fallbacks.append(a[2]) or finish(*a, **k))
+            with pytest.raises(ValueError, match=f"dx overflows {np.dtype(dtype).name}") as got:
+                run(dy, cache, out=off_a_line((n, d), dtype, offset))
+            assert str(got.value) == str(want.value) and fallbacks == [None], (offset, row, col)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -164,7 +199,7 @@ def test_the_streamed_pass_really_uses_non_temporal_stores():
     nd, nchw = fresh_asm(fast._col_apply_streaming.py_func, *args), fresh_asm(fast._rows_apply_streaming.py_func, *args)
     for streamed in (nd, nchw):
         assert "movnt" in streamed and "sfence" in streamed  # the stores, and the fence that orders them
-    assert nd.count("prefetcht1") >= 6  # (N, D) also asks for the rows ahead: 2 arrays x (2 rows, 1 row)
+    assert nd.count("prefetcht1") >= 6  # (N, D) also asks for the rows ahead: 2 arrays x (2 rows, 1 row, ...)
     # the cached paths of both layouts: ordinary stores
     assert "movnt" not in fresh_asm(fast._col_apply_cols.py_func, *args, 0, 64)
     assert "movnt" not in fresh_asm(fast._row_apply.py_func, x, x, 1.0, 1.0, 1.0, 1.0, np.empty_like(x), 0, 0, 64)

@@ -77,9 +77,10 @@ def _make_stream_apply(nrows: int):
     def stream_apply(typingctx, dy, src, shift, a, b, c, out, base, i, j0, nvec, ahead):
         """dx = a*dy + b*(src - shift) + c on rows i..i+nrows-1, columns j0 .. j0 + nvec*lanes - 1 of the rows of
         dy.shape[1] values that start `base` elements into the arrays' data (base 0: the arrays' own rows;
-        the coefficients are indexed by column), written to out with non-temporal vector stores (that row's
-        column j0 of out must be VECTOR_BYTES-aligned), while the same columns of rows ahead..ahead+nrows-1
-        of dy and src are prefetched; returns 0 unless some dx is inf/NaN."""
+        the coefficients are indexed by column), written to out with non-temporal vector stores (column j0 of
+        each of those rows of out must be VECTOR_BYTES-aligned: for two rows, dy.shape[1] values must fill whole
+        vectors), while the same columns of rows ahead..ahead+nrows-1 of dy and src are prefetched; returns 0
+        unless some dx is inf/NaN."""
         dtype = getattr(dy, "dtype", None)
         if (dtype not in (types.float32, types.float64) or not c_arrays(dtype, (2, 2, 1, 1, 1, 1, 2), dy, src, shift, a, b, c, out)
                 or not all(isinstance(n, types.Integer) for n in (base, i, j0, nvec, ahead))):

@@ -362,8 +362,8 @@ def _head(out, row):
 
 @njit(cache=True, fastmath=_FLAGS)
 def _col_apply_streaming(dy, src, shift, a, b, c, out, i0, i1):
-    """`_col_apply` with dx written by non-temporal vector stores, and by plain stores where a row does not
-    fill a cache line. Where rows are whole lines long, rows i0:i1 are streamed as one run of lines
+    """`_col_apply` with dx written by non-temporal vector stores, and by plain stores before the first cache-line
+    boundary and after the last. Where rows are whole lines long, rows i0:i1 are streamed as one run of lines
     (`_stream_lines`), with plain stores only before row i0's first line boundary and after row i1-1's last;
     otherwise row by row, with plain stores before each row's first boundary and after its last."""
     d, size = dy.shape[1], dy.itemsize
@@ -371,7 +371,7 @@ def _col_apply_streaming(dy, src, shift, a, b, c, out, i0, i1):
     head = _head(out, i0)
     lines = d * size % VECTOR_BYTES == 0 and head < d
     chk = dy[0, 0] * 0
-    for i in range(i0, i1):  # one call site for each kind of store: each inlined loop costs compile time
+    for i in range(i0, i1):  # one loop for both ways: each inlined call site costs compile time
         if not lines:
             head = _head(out, i)
         nvec = (d - head) // lanes
@@ -396,7 +396,8 @@ def _stream_lines(dy, src, shift, a, b, c, out, i0, m, head):
     """Non-temporal stores of m rows of d values that start `head` columns into row i0 (a "view" row holds the
     end of one row and the start of the next), where each row is a whole number of cache lines and row i0's
     column `head` starts one: every line, even one that straddles two rows of out, lies in one view row.
-    The coefficients are rotated to the view's columns, and each load of them serves two view rows."""
+    The coefficients are rotated to the view's columns, and each load of them serves two view rows (one
+    for the last of an odd m)."""
     d = dy.shape[1]
     lanes = VECTOR_BYTES // dy.itemsize
     rot = np.empty((4, d), dy.dtype)  # shift, a, b, c of column (head + j) % d, for view column j
