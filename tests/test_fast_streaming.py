@@ -134,14 +134,6 @@ def test_out_may_be_dy_on_the_streamed_path(dtype, shape):
     assert np.max(np.abs(got - want)) <= 8 * np.finfo(dtype).eps * (np.max(np.abs(want)) + np.max(np.abs(dy) * np.abs(cache.gamma * cache.inv_s)))
 
 
-def aligned_like(shape, dtype=np.float64):
-    """An empty C-contiguous array whose first element starts a cache line: every row is a vector body."""
-    size = int(np.prod(shape))
-    buf = np.empty(size + 64, dtype)
-    start = (-buf.ctypes.data % 64) // buf.itemsize
-    return buf[start:start + size].reshape(shape)
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape", [(6, 64), (3, 2, 8, 8)])  # (N, D), and NCHW with rows of 64 values
 @pytest.mark.parametrize("column", [0, 20, 63])  # first, middle and last lane group of a 64-wide row
@@ -162,7 +154,7 @@ def test_a_dx_that_overflows_inside_the_vector_loop_is_refused_as_backward_refus
     finish = fast._finish
     monkeypatch.setattr(fast, "_finish", lambda *a, **k: fallbacks.append(a[2]) or finish(*a, **k))
     with pytest.raises(ValueError, match=f"dx overflows {np.dtype(dtype).name}") as got:
-        run(dy, cache, out=aligned_like(shape, dtype))
+        run(dy, cache, out=off_a_line(shape, dtype, 0))  # on a line: every row a vector body
     assert str(got.value) == str(want.value) and fallbacks == [None]  # the fast pass gave up; backward answered
 
 
