@@ -421,6 +421,7 @@ def main(argv=None) -> int:
                                               blas_threads=1, two_pass_limit=TWO_PASS,
                                               parallel_min_bytes=fast.PARALLEL_MIN_BYTES,
                                               stream_min_bytes=fast.STREAM_MIN_BYTES,
+                                              forward_stream_min_bytes=fast.FORWARD_STREAM_MIN_BYTES,
                                               prefetch_min_bytes=fast.PREFETCH_MIN_BYTES),
                   records=records)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,8 @@
-"""forward_fast agrees with forward, and backward_fast on two threads with one thread; bad arguments are named."""
+"""forward_fast agrees with forward, and backward_fast on two threads with one thread; bad arguments are named.
+
+Every test here runs twice: with y written by forward_fast's own second pass, and by the streamed one
+(non-temporal stores, used from FORWARD_STREAM_MIN_BYTES per array; the threshold is set to 0 here).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,23 @@ shapes = st.one_of(
     st.tuples(st.integers(2, 70), st.integers(1, 9)),  # (N, D), more than one block of 64 rows
     st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 6), st.integers(1, 6)),  # NCHW
 ).filter(lambda s: int(np.prod(s)) // s[1] >= 2)
+
+
+@pytest.fixture(scope="module", params=["plain y", "streamed y"], autouse=True)
+def y_pass(request):
+    """The second pass forward_fast takes at any size: its own, or the streamed one."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fast, "FORWARD_STREAM_MIN_BYTES", 0 if request.param == "streamed y" else 1 << 62)
+        yield request.param
+
+
+def streamed_calls(monkeypatch) -> list[str]:
+    """Record each call of the streamed second passes (by name) that forward_fast makes from now on."""
+    calls = []
+    for name in ("_col_apply_streaming", "_rows_apply_streaming"):
+        kernel = getattr(fast, name)
+        monkeypatch.setattr(fast, name, lambda *args, k=kernel, n=name: calls.append(n) or k(*args))
+    return calls
 
 
 def batch(shape, seed, offset, dtype=np.float64):
@@ -271,3 +292,50 @@ def test_sums_that_overflow_leave_dy_intact_even_as_out():
     with pytest.raises(ValueError, match="dbeta overflows float32"):
         backward_fast(dy, cache, out=dy)  # refused before pass 2 wrote anything
     np.testing.assert_array_equal(dy, before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("shape", "kernel"), [((70, 9), "_col_apply_streaming"), ((3, 4, 5, 6), "_rows_apply_streaming")])
+def test_y_is_streamed_where_the_setting_says(y_pass, monkeypatch, shape, kernel, dtype):
+    x, gamma, beta = batch(shape, 6, 3.0, dtype)
+    calls = streamed_calls(monkeypatch)
+    forward_fast(x, gamma, beta)
+    assert calls == ([kernel] if y_pass == "streamed y" else [])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gamma_out_of_range_is_not_streamed_and_still_right(monkeypatch, dtype):
+    # gamma*inv_s, the streamed pass's factor, would underflow to a subnormal: forward's arithmetic instead
+    x, gamma, beta = batch((40, 3), 9, 1.0, dtype)
+    gamma = gamma * np.finfo(dtype).tiny ** 0.5
+    calls = streamed_calls(monkeypatch)
+    y_f, cache_f = forward_fast(x, gamma, beta)
+    y, cache = forward(x, gamma, beta)
+    assert not cache_f.in_range and calls == []
+    assert np.max(np.abs(y_f - y)) <= 64 * np.finfo(dtype).eps * scale(x, cache) * (np.max(np.abs(gamma)) + np.max(np.abs(beta)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(40, 3), (4, 3, 2, 5)])
+def test_y_that_overflows_is_refused_as_forward_refuses_it(monkeypatch, shape, dtype):
+    # y can overflow only where gamma is out of range (beta is below the largest number, and the in-range
+    # gamma*xhat is far below half its ulp): forward's own second pass runs, and forward names the overflow
+    x, gamma, beta = batch(shape, 10, 0.0, dtype)
+    gamma = np.full_like(gamma, np.finfo(dtype).max / 2)  # y overflows where xhat > 2 (seed 10: in both shapes)
+    calls = streamed_calls(monkeypatch)
+    for bn in (forward, forward_fast):
+        with pytest.raises(ValueError, match=f"y = gamma \\* xhat \\+ beta overflows {np.dtype(dtype).name}"):
+            bn(x, gamma, beta)
+    assert calls == []
+
+
+@pytest.mark.parametrize("shape", [(70, 9), (3, 4, 5, 6)])
+def test_a_streamed_pass_that_reports_inf_or_nan_hands_y_to_the_plain_pass(monkeypatch, shape):
+    x, gamma, beta = batch(shape, 12, 3.0)
+    want = forward_fast(x, gamma, beta)[0]
+    for name in ("_col_apply_streaming", "_rows_apply_streaming"):  # a planted check that says "not finite"
+        monkeypatch.setattr(fast, name, lambda *args: np.nan)
+    monkeypatch.setattr(fast, "FORWARD_STREAM_MIN_BYTES", 0)
+    y_f, cache_f = forward_fast(x, gamma, beta)
+    assert isinstance(cache_f, fast.LazyCache)  # the plain pass ran: forward_fast's result, not forward's
+    assert np.max(np.abs(y_f - want)) <= 1e-14 * (np.max(np.abs(gamma)) * scale(x, cache_f) + np.max(np.abs(beta)))

@@ -290,6 +290,9 @@ STREAM_MIN_BYTES = 1 << 25
 # 32 MiB per array, about the same at 8 MiB (float64: 9 % less to 2 % more), and 11-24 % more at 4 MiB
 # and below.
 PREFETCH_MIN_BYTES = 1 << 24
+# From this many bytes per array, `forward_fast` writes y with the same non-temporal stores. Its second
+# pass holds two arrays, x and y: from half the last-level cache each, y cannot stay cached beside x.
+FORWARD_STREAM_MIN_BYTES = STREAM_MIN_BYTES // 2
 
 
 @njit(cache=True, fastmath=_FLAGS, inline="always")
@@ -738,8 +741,9 @@ def _exponent_span(gamma, s):
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _forward_jit(x, gamma, beta, eps, ddof, nchw, cancel_bits, y, stats):
-    """Both passes and the statistics (rows mu, var, s, inv_s of `stats`) between them.
+def _forward_jit(x, gamma, beta, eps, ddof, nchw, cancel_bits, y, stats, stream):
+    """Both passes and the statistics (rows mu, var, s, inv_s of `stats`) between them; with `stream`, the
+    first pass and the statistics only (the caller streams y, `_normalize_streaming`).
 
     Returns -1 where `forward` must take over (non-finite, cancellation), else the exponent span of gamma and s.
     """
@@ -759,8 +763,22 @@ def _forward_jit(x, gamma, beta, eps, ddof, nchw, cancel_bits, y, stats):
         shift = h.astype(np.float64)
     if not _statistics(s1, s2, shift, B, ddof, eps, cancel_bits, mu, var, s, inv_s):
         return -1
+    if stream:
+        return _exponent_span(gamma, s)
     chk = _normalize_rows(x, mu, inv_s, gamma, beta, y) if nchw else _normalize_cols(x, mu, inv_s, gamma, beta, y)
     return _exponent_span(gamma, s) if np.isfinite(chk) else -1
+
+
+def _normalize_streaming(x, stats, gamma, beta, y) -> bool:
+    """forward_fast's second pass by backward_fast's streamed one: y = b*(x - mu) + beta with b = gamma*inv_s
+    (a = 0: the kernels' dy term is unused); False if some y is inf or NaN."""
+    ch = gamma.shape[0]
+    mu, b = stats[0], gamma * stats[3]  # one rounding more than forward's gamma*(xmu*inv_s): within an ulp of y
+    x_rows = _rows(x)
+    kernel = _rows_apply_streaming if x.ndim > 2 else _col_apply_streaming
+    # the argument types of backward_fast's own call, so that both share one compiled kernel
+    chk = kernel(*_frozen(x_rows, x_rows, mu), np.zeros(ch, x.dtype), b, beta.copy(), _rows(y), 0, x_rows.shape[0])
+    return bool(np.isfinite(chk))
 
 
 def _param(p, ch, dtype, copy):
@@ -781,6 +799,8 @@ def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
 
     Only y is written, as in PyTorch: the cache's xmu and xhat are computed when first read, and
     `backward_fast` recomputes xhat from x inside its passes, so x must not change before the backward.
+    From FORWARD_STREAM_MIN_BYTES per array (and gamma, s in range), y is written by `backward_fast`'s
+    streamed second pass as (gamma*inv_s)*(x - mu) + beta: non-temporal stores, one rounding more.
 
     float16 and longdouble x, eps below MIN_EPS (eps = 0 needs forward's zero-variance check),
     non-finite or refused input, statistics beyond the dtype and the rare channel whose shifted
@@ -797,19 +817,23 @@ def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
     x = np.ascontiguousarray(x)
     y = np.empty_like(x)
     stats = np.empty((4, ch), x.dtype)  # mu, var, s, inv_s: one allocation, four views
-    span = _forward_jit(*_frozen(_rows(x), gamma_c, beta_c), eps, ddof, x.ndim > 2, CANCEL_BITS[x.dtype.type], _rows(y),
-                        stats)
+    args = (*_frozen(_rows(x), gamma_c, beta_c), eps, ddof, x.ndim > 2, CANCEL_BITS[x.dtype.type], _rows(y), stats)
+    stream = x.nbytes >= FORWARD_STREAM_MIN_BYTES
+    span = _forward_jit(*args, stream)
+    B = x.size // ch
+    # as `forward` decides it: are gamma and s near enough to 1 that a backward needs no rescaling? Then
+    # gamma*inv_s, which the streamed pass multiplies by, is a normal number too.
+    in_range = span >= 0 and _in_window([span], x.dtype, B)
+    if stream and span >= 0 and not (in_range and _normalize_streaming(x, stats, gamma_c, beta_c, y)):
+        span = _forward_jit(*args, False)  # y by forward's own arithmetic, which finds any overflow itself
     if span < 0:
         return forward(x, gamma, beta, eps=eps, ddof=ddof)  # refuses a NaN with its name, or computes exactly
-    B = x.size // ch
     shape = (1, ch) + (1,) * (x.ndim - 2)
     axes = (0,) + tuple(range(2, x.ndim))
-    # as `forward` decides it: are gamma and s near enough to 1 that a backward needs no rescaling?
-    in_range = _in_window([span], x.dtype, B)
     mu, var, s, inv_s = stats.reshape((4,) + shape)
     return y, LazyCache._from_fields(x, mu, None, var, s, inv_s, None, gamma_c.reshape(shape), eps, ddof, axes, axes, B,
                                      in_range)
 
 
-__all__ = ["PARALLEL_MIN_BYTES", "PREFETCH_MIN_BYTES", "STREAM_MIN_BYTES", "LazyCache", "backward_blocked", "backward_fast",
+__all__ = ["FORWARD_STREAM_MIN_BYTES", "PARALLEL_MIN_BYTES", "PREFETCH_MIN_BYTES", "STREAM_MIN_BYTES", "LazyCache", "backward_blocked", "backward_fast",
            "forward_fast"]
