@@ -12,7 +12,7 @@ two-pass backward takes about 5/3 of np.add's time or more on arrays larger than
 "two-pass limit" of chapter 11). An ordinary store also reads its cache line first, so np.add
 really moves 4 arrays and a backward 6, a floor of 1.5; for arrays from STREAM_MIN_BYTES
 (both layouts) the second pass writes dx with non-temporal stores (`_nontemporal`), which skip that read: 5
-against 4, a floor of 1.25.
+against 4, a floor of 1.25. `forward_fast` writes y with the same pass from FORWARD_STREAM_MIN_BYTES.
 
 - `backward_blocked` is numpy only: BLAS matrix-vector products for the sums and cache-sized
   blocks of rows, so the temporaries of its seven to nine numpy calls per block stay in the L2
