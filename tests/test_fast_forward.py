@@ -1,7 +1,8 @@
 """forward_fast agrees with forward, and backward_fast on two threads with one thread; bad arguments are named.
 
-Every test here runs twice: with y written by forward_fast's own second pass, and by the streamed one
-(non-temporal stores, used from FORWARD_STREAM_MIN_BYTES per array; the threshold is set to 0 here).
+The tests that check y run twice (the `y_pass` fixture): with y written by forward_fast's own second
+pass, and by the streamed one (non-temporal stores, used from FORWARD_STREAM_MIN_BYTES per array; the
+threshold is set to 0 there).
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ shapes = st.one_of(
 ).filter(lambda s: int(np.prod(s)) // s[1] >= 2)
 
 
-@pytest.fixture(scope="module", params=["plain y", "streamed y"], autouse=True)
+@pytest.fixture(scope="module", params=["plain y", "streamed y"])
 def y_pass(request):
-    """The second pass forward_fast takes at any size: its own, or the streamed one."""
+    """The second pass forward_fast takes at any size: its own, or the streamed one (module scope: hypothesis's
+    tests run with it too)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(fast, "FORWARD_STREAM_MIN_BYTES", 0 if request.param == "streamed y" else 1 << 62)
         yield request.param
@@ -59,7 +61,7 @@ def scale(x, cache):
 @settings(max_examples=60, deadline=None)
 @given(shape=shapes, seed=st.integers(0, 2**32 - 1), offset=st.sampled_from([0.0, 3.0, -1e2, 1e4]),
        ddof=st.sampled_from([0, 1]), eps=st.sampled_from([1e-5, 1e-3, 0.5]))
-def test_float64_forward_fast_agrees_with_forward(shape, seed, offset, ddof, eps):
+def test_float64_forward_fast_agrees_with_forward(y_pass, shape, seed, offset, ddof, eps):
     x, gamma, beta = batch(shape, seed, offset)
     y, cache = forward(x, gamma, beta, eps=eps, ddof=ddof)
     y_f, cache_f = forward_fast(x, gamma, beta, eps=eps, ddof=ddof)
@@ -78,7 +80,7 @@ def test_float64_forward_fast_agrees_with_forward(shape, seed, offset, ddof, eps
 
 @settings(max_examples=30, deadline=None)
 @given(shape=shapes, seed=st.integers(0, 2**32 - 1), offset=st.sampled_from([0.0, 3.0, 1e2]), ddof=st.sampled_from([0, 1]))
-def test_float32_forward_fast_is_no_further_from_float64_than_forward(shape, seed, offset, ddof):
+def test_float32_forward_fast_is_no_further_from_float64_than_forward(y_pass, shape, seed, offset, ddof):
     x, gamma, beta = batch(shape, seed, offset, np.float32)
     y64, c64 = forward(x.astype(np.float64), gamma.astype(np.float64), beta.astype(np.float64), ddof=ddof)
     y32, c32 = forward(x, gamma, beta, ddof=ddof)
@@ -179,7 +181,7 @@ def test_bad_threads_are_refused(threads, error):
 
 @pytest.mark.parametrize(("dtype", "magnitude"), [(np.float64, 1e-200), (np.float64, 1e200), (np.float64, 1e-310),
                                                   (np.float32, 1e-40), (np.float32, 1e30)])
-def test_extreme_magnitudes_match_forward(dtype, magnitude):
+def test_extreme_magnitudes_match_forward(y_pass, dtype, magnitude):
     x, gamma, beta = batch((40, 3, 2), 8, 1.0, np.float64)
     x = (x * magnitude).astype(dtype)
     gamma, beta = gamma.astype(dtype), beta.astype(dtype)
@@ -308,6 +310,7 @@ def test_gamma_out_of_range_is_not_streamed_and_still_right(monkeypatch, dtype):
     # gamma*inv_s, the streamed pass's factor, would underflow to a subnormal: forward's arithmetic instead
     x, gamma, beta = batch((40, 3), 9, 1.0, dtype)
     gamma = gamma * np.finfo(dtype).tiny ** 0.5
+    monkeypatch.setattr(fast, "FORWARD_STREAM_MIN_BYTES", 0)
     calls = streamed_calls(monkeypatch)
     y_f, cache_f = forward_fast(x, gamma, beta)
     y, cache = forward(x, gamma, beta)
@@ -322,6 +325,7 @@ def test_y_that_overflows_is_refused_as_forward_refuses_it(monkeypatch, shape, d
     # gamma*xhat is far below half its ulp): forward's own second pass runs, and forward names the overflow
     x, gamma, beta = batch(shape, 10, 0.0, dtype)
     gamma = np.full_like(gamma, np.finfo(dtype).max / 2)  # y overflows where xhat > 2 (seed 10: in both shapes)
+    monkeypatch.setattr(fast, "FORWARD_STREAM_MIN_BYTES", 0)
     calls = streamed_calls(monkeypatch)
     for bn in (forward, forward_fast):
         with pytest.raises(ValueError, match=f"y = gamma \\* xhat \\+ beta overflows {np.dtype(dtype).name}"):
