@@ -249,3 +249,48 @@ def test_the_prefetching_first_pass_asks_for_four_rows_of_both_arrays():
     sums(x, x, ones, ones, 0, 8, np.zeros(64), np.zeros(64), True)
     asm = "\n".join(sums.inspect_asm().values())
     assert asm.count("prefetcht1") >= 8  # llvm.prefetch, locality 2 (into L2): rows ahead..ahead+3 of dy and src
+
+
+@pytest.mark.parametrize("tuned", TUNED, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(64, 3), (4, 3, 4, 4)])
+@pytest.mark.parametrize("zero", [False, True], ids=["all tiny", "zero beside tiny"])
+def test_a_factor_gamma_over_s_that_underflows_hands_over_to_backward(tuned, shape, dtype, zero):
+    # gamma tiny, s and dy large: a = gamma/s is subnormal or 0, though dx = a*dy + ... is a normal number.
+    # Without a zero, in_range is False; with one, it is True (0 stands for min |gamma|) and only the factor
+    # itself shows it. `backward` forms gamma*dy first and rescales; the tuned ones must hand over to it.
+    rng = np.random.default_rng(15)
+    info = np.finfo(dtype)
+    big = {np.float64: 2.0**190, np.float32: 2.0**16}[dtype]
+    x = (big * rng.standard_normal(shape)).astype(dtype)
+    tiny = 2.0 ** (info.minexp + 4)
+    gamma = np.array([0.0 if zero else tiny, tiny, 1.0 if zero else tiny], dtype)
+    dy = (2.0 ** (info.maxexp // 2) * rng.standard_normal(shape)).astype(dtype)
+    _, cache = forward(x, gamma, np.zeros(3, dtype))
+    assert cache.in_range == zero
+    want, got = backward(dy, cache), tuned(dy, cache)
+    axes = (0,) + tuple(range(2, len(shape)))
+    size = np.max(np.abs(want[0]), axis=axes)
+    assert np.all(size[1:] > info.tiny)  # the tiny channel's dx is a normal number
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)  # computed by `backward` itself
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(64, 3), (4, 3, 4, 4)])
+def test_a_gamma_of_zero_is_computed_by_the_tuned_passes(monkeypatch, shape, dtype):
+    # a = gamma/s is 0 there, exactly: no digits lost, so no reason to hand over to `backward`
+    rng = np.random.default_rng(16)
+    x = (2.0 + rng.standard_normal(shape)).astype(dtype)
+    gamma, beta = np.array([0.0, 1.5, -0.5], dtype), rng.standard_normal(3).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    y, lazy = fast.forward_fast(x, gamma, beta)
+    assert isinstance(lazy, fast.LazyCache)  # forward_fast's own passes
+    want = backward(dy, forward(x, gamma, beta)[1])
+    handed_over = []
+    monkeypatch.setattr(fast, "backward", lambda *args: handed_over.append(1) or backward(*args))
+    for tuned, cache in ((backward_fast, lazy), (backward_blocked, forward(x, gamma, beta)[1])):
+        got = tuned(dy, cache)
+        for g, w, size in zip(got, want, term_scales(dy, forward(x, gamma, beta)[1])):
+            assert max_rel(g, w, size) <= 64 * np.finfo(dtype).eps
+    assert handed_over == []

@@ -1,8 +1,8 @@
 """forward_fast agrees with forward, and backward_fast on two threads with one thread; bad arguments are named.
 
-The tests that check y run twice (the `y_pass` fixture): with y written by forward_fast's own second
-pass, and by the streamed one (non-temporal stores, used from FORWARD_STREAM_MIN_BYTES per array; the
-threshold is set to 0 there).
+The tests that check y run twice (parameter `stream`): with y written by forward_fast's own second pass,
+and by the streamed one (non-temporal stores, used from FORWARD_STREAM_MIN_BYTES per array; the
+threshold is set to 0 there, within the call).
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ shapes = st.one_of(
 ).filter(lambda s: int(np.prod(s)) // s[1] >= 2)
 
 
-@pytest.fixture(scope="module", params=["plain y", "streamed y"])
-def y_pass(request):
-    """The second pass forward_fast takes at any size: its own, or the streamed one (module scope: hypothesis's
-    tests run with it too)."""
+def fast_forward(*args, stream, **kwargs):
+    """forward_fast with y written by the streamed second pass at any size (stream=True), or never."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fast, "FORWARD_STREAM_MIN_BYTES", 0 if request.param == "streamed y" else 1 << 62)
-        yield request.param
+        mp.setattr(fast, "FORWARD_STREAM_MIN_BYTES", 0 if stream else 1 << 62)
+        return forward_fast(*args, **kwargs)
+
+
+both_passes = pytest.mark.parametrize("stream", [False, True], ids=["plain y", "streamed y"])
 
 
 def streamed_calls(monkeypatch) -> list[str]:
@@ -58,13 +59,14 @@ def scale(x, cache):
     return 1 + float(np.max(np.abs(x.astype(np.float64)))) / float(np.min(cache.s))
 
 
+@both_passes
 @settings(max_examples=60, deadline=None)
 @given(shape=shapes, seed=st.integers(0, 2**32 - 1), offset=st.sampled_from([0.0, 3.0, -1e2, 1e4]),
        ddof=st.sampled_from([0, 1]), eps=st.sampled_from([1e-5, 1e-3, 0.5]))
-def test_float64_forward_fast_agrees_with_forward(y_pass, shape, seed, offset, ddof, eps):
+def test_float64_forward_fast_agrees_with_forward(stream, shape, seed, offset, ddof, eps):
     x, gamma, beta = batch(shape, seed, offset)
     y, cache = forward(x, gamma, beta, eps=eps, ddof=ddof)
-    y_f, cache_f = forward_fast(x, gamma, beta, eps=eps, ddof=ddof)
+    y_f, cache_f = fast_forward(x, gamma, beta, eps=eps, ddof=ddof, stream=stream)
     cond = scale(x, cache)
     # y and xhat: 1e-13 of cond (a few units of 2**-53 times B-independent rounding of mu)
     assert np.max(np.abs(y_f - y)) <= 1e-13 * cond * (np.max(np.abs(gamma)) + np.max(np.abs(beta)))
@@ -78,13 +80,14 @@ def test_float64_forward_fast_agrees_with_forward(y_pass, shape, seed, offset, d
     np.testing.assert_array_equal(cache_f.gamma, cache.gamma)
 
 
+@both_passes
 @settings(max_examples=30, deadline=None)
 @given(shape=shapes, seed=st.integers(0, 2**32 - 1), offset=st.sampled_from([0.0, 3.0, 1e2]), ddof=st.sampled_from([0, 1]))
-def test_float32_forward_fast_is_no_further_from_float64_than_forward(y_pass, shape, seed, offset, ddof):
+def test_float32_forward_fast_is_no_further_from_float64_than_forward(stream, shape, seed, offset, ddof):
     x, gamma, beta = batch(shape, seed, offset, np.float32)
     y64, c64 = forward(x.astype(np.float64), gamma.astype(np.float64), beta.astype(np.float64), ddof=ddof)
     y32, c32 = forward(x, gamma, beta, ddof=ddof)
-    y_f, c_f = forward_fast(x, gamma, beta, ddof=ddof)
+    y_f, c_f = fast_forward(x, gamma, beta, ddof=ddof, stream=stream)
     assert y_f.dtype == np.float32 and all(getattr(c_f, f).dtype == np.float32 for f in FIELDS)
     unit = 2.0**-24 * 8 * scale(x, c64) * (np.max(np.abs(gamma)) + np.max(np.abs(beta)))
     assert np.max(np.abs(y_f - y64)) <= np.max(np.abs(y32 - y64)) + unit
@@ -179,14 +182,15 @@ def test_bad_threads_are_refused(threads, error):
         backward_fast(x, cache, threads=threads)
 
 
+@both_passes
 @pytest.mark.parametrize(("dtype", "magnitude"), [(np.float64, 1e-200), (np.float64, 1e200), (np.float64, 1e-310),
                                                   (np.float32, 1e-40), (np.float32, 1e30)])
-def test_extreme_magnitudes_match_forward(y_pass, dtype, magnitude):
+def test_extreme_magnitudes_match_forward(stream, dtype, magnitude):
     x, gamma, beta = batch((40, 3, 2), 8, 1.0, np.float64)
     x = (x * magnitude).astype(dtype)
     gamma, beta = gamma.astype(dtype), beta.astype(dtype)
     y, cache = forward(x, gamma, beta)
-    y_f, cache_f = forward_fast(x, gamma, beta)
+    y_f, cache_f = fast_forward(x, gamma, beta, stream=stream)
     assert cache_f.in_range == cache.in_range
     # xhat is scale-free: rounding-sized differences, relative to cond, whichever path computed it
     assert np.max(np.abs(cache_f.xhat - cache.xhat)) <= 64 * np.finfo(dtype).eps * scale(x, cache)
@@ -296,13 +300,50 @@ def test_sums_that_overflow_leave_dy_intact_even_as_out():
     np.testing.assert_array_equal(dy, before)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize(("shape", "kernel"), [((70, 9), "_col_apply_streaming"), ((3, 4, 5, 6), "_rows_apply_streaming")])
-def test_y_is_streamed_where_the_setting_says(y_pass, monkeypatch, shape, kernel, dtype):
+@both_passes
+@pytest.mark.parametrize(("shape", "dtype", "kernel"), [
+    ((70, 9), np.float64, "_col_apply_streaming"), ((70, 9), np.float32, "_col_apply_streaming"),
+    ((70, 16), np.float32, "_col_apply_streaming"),  # rows of whole cache lines: the streamed pass's run of lines
+    ((3, 4, 5, 6), np.float64, "_rows_apply_streaming"), ((3, 4, 5, 6), np.float32, "_rows_apply_streaming")])
+def test_y_is_streamed_where_the_setting_says_and_agrees(monkeypatch, stream, shape, dtype, kernel):
     x, gamma, beta = batch(shape, 6, 3.0, dtype)
     calls = streamed_calls(monkeypatch)
-    forward_fast(x, gamma, beta)
-    assert calls == ([kernel] if y_pass == "streamed y" else [])
+    y_f, cache_f = fast_forward(x, gamma, beta, stream=stream)
+    assert calls == ([kernel] if stream else [])
+    y, cache = forward(x, gamma, beta)
+    assert np.max(np.abs(y_f - y)) <= 8 * np.finfo(dtype).eps * scale(x, cache) * (np.max(np.abs(gamma)) + np.max(np.abs(beta)))
+
+
+def test_the_threshold_is_bytes_per_array(monkeypatch):
+    # float32 (4096, 1024) is FORWARD_STREAM_MIN_BYTES exactly; a row fewer is below it
+    calls = streamed_calls(monkeypatch)
+    for rows in (4096, 4095):
+        x, gamma, beta = batch((rows, 1024), 13, 1.0, np.float32)
+        forward_fast(x, gamma, beta)
+        assert (x.nbytes >= fast.FORWARD_STREAM_MIN_BYTES) == (rows == 4096)
+    assert calls == ["_col_apply_streaming"]
+
+
+@both_passes
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(64, 3), (4, 3, 4, 4)])
+def test_a_gamma_of_zero_does_not_hide_a_tiny_one(monkeypatch, stream, shape, dtype):
+    # in_range reads min and max |gamma|, and 0 stands for min: gamma*inv_s of the tiny channel would be
+    # subnormal with s this large, though every gamma*xhat is a normal number. Both second passes may
+    # multiply by gamma*inv_s (LLVM hoists it out of the NCHW loop), so forward computes y instead.
+    rng = np.random.default_rng(14)
+    big = {np.float64: 2.0**190, np.float32: 2.0**16}[dtype]  # s near it: inside in_range's window here
+    x = (big * rng.standard_normal(shape)).astype(dtype)
+    gamma = np.array([0.0, 2.0 ** (np.finfo(dtype).minexp + 4), 1.0], dtype)
+    beta = np.zeros(3, dtype)
+    y, cache = forward(x, gamma, beta)
+    calls = streamed_calls(monkeypatch)
+    y_f, cache_f = fast_forward(x, gamma, beta, stream=stream)
+    assert cache.in_range and not isinstance(cache_f, fast.LazyCache) and calls == []
+    axes = (0,) + tuple(range(2, len(shape)))
+    size = np.max(np.abs(y[:, 1:]), axis=axes)  # per channel: the tiny one counts on its own
+    assert np.all(np.max(np.abs(y_f[:, 1:] - y[:, 1:]), axis=axes) <= 8 * np.finfo(dtype).eps * scale(x, cache) * size)
+    assert np.all(y_f[:, 0] == 0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

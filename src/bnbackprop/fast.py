@@ -12,7 +12,8 @@ two-pass backward takes about 5/3 of np.add's time or more on arrays larger than
 "two-pass limit" of chapter 11). An ordinary store also reads its cache line first, so np.add
 really moves 4 arrays and a backward 6, a floor of 1.5; for arrays from STREAM_MIN_BYTES
 (both layouts) the second pass writes dx with non-temporal stores (`_nontemporal`), which skip that read: 5
-against 4, a floor of 1.25. `forward_fast` writes y with the same pass from FORWARD_STREAM_MIN_BYTES.
+against 4, a floor of 1.25. `forward_fast` writes y with the same pass from FORWARD_STREAM_MIN_BYTES (where
+gamma and s are in range).
 
 - `backward_blocked` is numpy only: BLAS matrix-vector products for the sums and cache-sized
   blocks of rows, so the temporaries of its seven to nine numpy calls per block stay in the L2
@@ -24,7 +25,8 @@ against 4, a floor of 1.25. `forward_fast` writes y with the same pass from FORW
 Dtypes, range, accuracy and refusals are those of `batchnorm` (see its docstring): float16 is
 computed in float32 (numba has no float16), longdouble by `batchnorm.backward` (numba has no
 longdouble either), and a result that overflows in the fast passes (detected inside pass 2, with
-no extra memory traffic) is recomputed by the scale-safe `batchnorm.backward`.
+no extra memory traffic), or whose factor gamma/s is subnormal though gamma is not 0 (the tuned passes
+multiply dy by it), is recomputed by the scale-safe `batchnorm.backward`.
 """
 
 from __future__ import annotations
@@ -257,6 +259,9 @@ def backward_blocked(dy, cache: Cache, out=None):
         return _finish(dy, cache, None, user_out)
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # _finish checks the result
         coef = _coefficients(dy, cache, dbeta, dgamma, ch)
+        gamma = cache.gamma.reshape(ch)  # a = gamma*inv_s must be normal where gamma is not 0 (`_normal_factors`)
+        if not np.all((np.abs(coef[0]) >= np.finfo(coef[0].dtype).tiny) | (gamma == 0)):
+            return _finish(dy, cache, None, user_out)  # `backward` rescales
         if by_row:  # contiguous per-row coefficient tiles, one row per (n, c) pair
             coef = tuple(np.tile(v, n)[:, None] for v in coef)
         finite = _apply(dy2, xhat2, coef, out2, blocks, tmp, by_row)
@@ -291,7 +296,7 @@ STREAM_MIN_BYTES = 1 << 25
 # and below.
 PREFETCH_MIN_BYTES = 1 << 24
 # From this many bytes per array, `forward_fast` writes y with the same non-temporal stores. Its second
-# pass holds two arrays, x and y: from half the last-level cache each, y cannot stay cached beside x.
+# pass holds two arrays, x and y: from half the last-level cache each, y cannot all stay cached beside x.
 FORWARD_STREAM_MIN_BYTES = STREAM_MIN_BYTES // 2
 
 
@@ -467,6 +472,18 @@ def _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale):
     return a, b, c
 
 
+@njit(cache=True, fastmath=False, inline="always")
+def _normal_factors(gamma, inv_s) -> bool:
+    """False if some gamma*inv_s (in their dtype), the factor dx or y is formed with, is subnormal or 0 though
+    gamma is not 0: its product with a large dy or x - mu would have lost digits that the result still has.
+    (in_range cannot rule this out: it reads min and max |gamma|, and a gamma of 0 stands for the minimum.)"""
+    tiny = np.finfo(gamma.dtype).tiny
+    for k in range(gamma.shape[0]):
+        if gamma[k] != 0 and not abs(gamma[k] * inv_s[k]) >= tiny:
+            return False
+    return True
+
+
 @njit(cache=True, fastmath=False)
 def _store_sums(dgamma, dbeta, dgamma_out, dbeta_out):
     """The float64 totals rounded to the array's dtype; returns 0 unless one is inf or NaN after rounding."""
@@ -529,6 +546,8 @@ def _backward_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamm
     if not np.isfinite(_store_sums(dgamma, dbeta, dgamma_out, dbeta_out)):
         return np.inf  # a sum is not finite: no dx written yet, so dy is intact even as out
     a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
+    if not _normal_factors(gamma, inv_s):
+        return np.inf  # as above: `backward` rescales
     return _block_apply(dy, src, shift, a, b, c, out, 0, rows, nchw, stream)
 
 
@@ -550,6 +569,8 @@ def _backward_par(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamm
     if not np.isfinite(_store_sums(dgamma, dbeta, dgamma_out, dbeta_out)):
         return np.inf  # a sum is not finite: no dx written yet
     a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
+    if not _normal_factors(gamma, inv_s):
+        return np.inf
     chk = np.zeros(chunks, dy.dtype)
     for t in numba.prange(chunks):
         chk[t] = _block_apply(dy, src, shift, a, b, c, out, t * rows // chunks, (t + 1) * rows // chunks, nchw, stream)
@@ -606,7 +627,7 @@ def backward_fast(dy, cache: Cache, out=None, threads=1):
     chk = _run(_backward_jit, _backward_par, threads, src.nbytes, dy_k, src_k, shift_k, scale_k, gamma_k, inv_s_k,
                1.0 / (cache.B - cache.ddof), 1.0 / cache.B, _rows(out), dgamma, dbeta, src.ndim > 2,
                src.nbytes >= STREAM_MIN_BYTES, src.nbytes >= PREFETCH_MIN_BYTES)
-    if not np.isfinite(chk):  # inf: a sum overflowed before any dx was written; NaN: some dx did
+    if not np.isfinite(chk):  # inf: a sum overflowed or a factor underflowed before any dx was written; NaN: some dx did
         return _finish(dy, cache, None, user_out, in_place=bool(np.isnan(chk)) and np.shares_memory(out, dy))
     if out.dtype == cache.x.dtype:  # float32, float64: already in x's dtype, and in out if given
         return out, dgamma, dbeta
@@ -761,7 +782,8 @@ def _forward_jit(x, gamma, beta, eps, ddof, nchw, cancel_bits, y, stats, stream)
         h = _col_shift(x)
         _moments_cols(x, h, s1, s2)
         shift = h.astype(np.float64)
-    if not _statistics(s1, s2, shift, B, ddof, eps, cancel_bits, mu, var, s, inv_s):
+    if not (_statistics(s1, s2, shift, B, ddof, eps, cancel_bits, mu, var, s, inv_s)
+            and _normal_factors(gamma, inv_s)):  # either pass 2 may form gamma*inv_s (LLVM hoists it)
         return -1
     if stream:
         return _exponent_span(gamma, s)
@@ -771,10 +793,11 @@ def _forward_jit(x, gamma, beta, eps, ddof, nchw, cancel_bits, y, stats, stream)
 
 def _normalize_streaming(x, stats, gamma, beta, y) -> bool:
     """forward_fast's second pass by backward_fast's streamed one: y = b*(x - mu) + beta with b = gamma*inv_s
-    (a = 0: the kernels' dy term is unused); False if some y is inf or NaN."""
+    (a = 0: the kernels' dy term is unused; _forward_jit checked that b is a normal number wherever gamma is
+    not 0); False if some y is inf or NaN."""
     ch = gamma.shape[0]
-    mu, b = stats[0], gamma * stats[3]  # one rounding more than forward's gamma*(xmu*inv_s): within an ulp of y
-    x_rows = _rows(x)
+    b = gamma * stats[3]  # the roundings of forward's gamma*(xmu*inv_s), associated differently
+    mu, x_rows = stats[0], _rows(x)
     kernel = _rows_apply_streaming if x.ndim > 2 else _col_apply_streaming
     # the argument types of backward_fast's own call, so that both share one compiled kernel
     chk = kernel(*_frozen(x_rows, x_rows, mu), np.zeros(ch, x.dtype), b, beta.copy(), _rows(y), 0, x_rows.shape[0])
@@ -800,11 +823,13 @@ def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
     Only y is written, as in PyTorch: the cache's xmu and xhat are computed when first read, and
     `backward_fast` recomputes xhat from x inside its passes, so x must not change before the backward.
     From FORWARD_STREAM_MIN_BYTES per array (and gamma, s in range), y is written by `backward_fast`'s
-    streamed second pass as (gamma*inv_s)*(x - mu) + beta: non-temporal stores, one rounding more.
+    streamed second pass as (gamma*inv_s)*(x - mu) + beta: non-temporal stores, the same roundings
+    associated differently.
 
     float16 and longdouble x, eps below MIN_EPS (eps = 0 needs forward's zero-variance check),
-    non-finite or refused input, statistics beyond the dtype and the rare channel whose shifted
-    variance cancels CANCEL_BITS bits go to `forward`, which computes them or names what is wrong.
+    non-finite or refused input, statistics beyond the dtype, the rare channel whose shifted
+    variance cancels CANCEL_BITS bits, and a gamma*inv_s that is subnormal though gamma is not 0 go
+    to `forward`, which computes them or names what is wrong.
     """
     if (type(x) is not np.ndarray or x.dtype.type not in (np.float32, np.float64) or x.ndim < 2 or x.size == 0
             or type(ddof) is not int or ddof not in (0, 1) or not isinstance(eps, float) or not MIN_EPS <= eps < np.inf):
@@ -825,7 +850,7 @@ def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
     # gamma*inv_s, which the streamed pass multiplies by, is a normal number too.
     in_range = span >= 0 and _in_window([span], x.dtype, B)
     if stream and span >= 0 and not (in_range and _normalize_streaming(x, stats, gamma_c, beta_c, y)):
-        span = _forward_jit(*args, False)  # y by forward's own arithmetic, which finds any overflow itself
+        span = _forward_jit(*args, False)  # y by the plain loop (pass 1 again: only for gamma or s far from 1)
     if span < 0:
         return forward(x, gamma, beta, eps=eps, ddof=ddof)  # refuses a NaN with its name, or computes exactly
     shape = (1, ch) + (1,) * (x.ndim - 2)
