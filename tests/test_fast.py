@@ -251,29 +251,53 @@ def test_the_prefetching_first_pass_asks_for_four_rows_of_both_arrays():
     assert asm.count("prefetcht1") >= 8  # llvm.prefetch, locality 2 (into L2): rows ahead..ahead+3 of dy and src
 
 
-@pytest.mark.parametrize("tuned", TUNED, ids=lambda f: f.__name__)
+@pytest.mark.parametrize(("tuned", "threads"), [(backward_fast, 1), (backward_fast, 2), (backward_blocked, 1)],
+                         ids=["fast", "fast-2-threads", "blocked"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(64, 3), (4, 3, 4, 4)])
+@pytest.mark.parametrize("shape", [(64, 3), (4, 3, 4, 4), (8192, 64)])  # the last reaches PARALLEL_MIN_BYTES
 @pytest.mark.parametrize("zero", [False, True], ids=["all tiny", "zero beside tiny"])
-def test_a_factor_gamma_over_s_that_underflows_hands_over_to_backward(tuned, shape, dtype, zero):
-    # gamma tiny, s and dy large: a = gamma/s is subnormal or 0, though dx = a*dy + ... is a normal number.
+def test_a_factor_gamma_over_s_that_underflows_hands_over_to_backward(tuned, threads, shape, dtype, zero):
+    # gamma tiny, s and dy large: a = gamma/s is subnormal (not 0), though dx = a*dy + ... is a normal number.
     # Without a zero, in_range is False; with one, it is True (0 stands for min |gamma|) and only the factor
-    # itself shows it. `backward` forms gamma*dy first and rescales; the tuned ones must hand over to it.
+    # itself shows it. `backward` forms gamma*dy first and rescales; the tuned ones must hand over to it,
+    # before writing dx: out=dy gives the same result.
     rng = np.random.default_rng(15)
     info = np.finfo(dtype)
-    big = {np.float64: 2.0**190, np.float32: 2.0**16}[dtype]
+    big, tiny = {np.float64: (2.0**40, 2.0**-1000), np.float32: (2.0**12, 2.0 ** (info.minexp + 4))}[dtype]  # s: in range
     x = (big * rng.standard_normal(shape)).astype(dtype)
-    tiny = 2.0 ** (info.minexp + 4)
-    gamma = np.array([0.0 if zero else tiny, tiny, 1.0 if zero else tiny], dtype)
+    gamma = np.resize(np.array([0.0 if zero else tiny, tiny, 1.0 if zero else tiny], dtype), shape[1])
     dy = (2.0 ** (info.maxexp // 2) * rng.standard_normal(shape)).astype(dtype)
-    _, cache = forward(x, gamma, np.zeros(3, dtype))
-    assert cache.in_range == zero
-    want, got = backward(dy, cache), tuned(dy, cache)
-    axes = (0,) + tuple(range(2, len(shape)))
-    size = np.max(np.abs(want[0]), axis=axes)
-    assert np.all(size[1:] > info.tiny)  # the tiny channel's dx is a normal number
+    _, cache = forward(x, gamma, np.zeros(shape[1], dtype))
+    assert cache.in_range == zero and 0 < np.abs(gamma[1] * cache.inv_s.ravel()[1]) < info.tiny
+    want = backward(dy, cache)
+    assert np.max(np.abs(np.take(want[0], 1, axis=1))) > info.tiny  # the tiny channel's dx is a normal number
+    kwargs = {"threads": threads} if tuned is backward_fast else {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fast, "PARALLEL_MIN_BYTES", 1 << 21)  # the setting the text gives: these split on 2 threads
+        for out in (None, dy.copy()):
+            got = tuned(dy if out is None else out, cache, out=out, **kwargs)
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g, w)  # computed by `backward` itself, from an intact dy
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("dtype", "x_scale", "dy_scale"), [(np.float64, 2.0**180, 2.0**-750), (np.float32, 2.0**18, 2.0**-100),
+                                                          (np.float32, 2.0**-17, 2.0**-118)])
+def test_a_lazy_cache_with_tiny_dy_loses_no_digits(monkeypatch, threads, dtype, x_scale, dy_scale):
+    # Reading x, b carries 1/s and x - mu carries s back: a b below the normal numbers loses digits that dx
+    # has; with s small, the first pass's products dy*(x - mu) underflow instead. Both hand over to `backward`.
+    monkeypatch.setattr(fast, "PARALLEL_MIN_BYTES", 0)
+    rng = np.random.default_rng(17)
+    x = (x_scale * rng.standard_normal((64, 4))).astype(dtype)
+    gamma, beta = np.array([1.0, 0.5, -2.0, 1.5], dtype), np.zeros(4, dtype)
+    dy = (dy_scale * rng.standard_normal(x.shape)).astype(dtype)
+    eps = 1e-30 if x_scale < 1 else 1e-5
+    _, lazy = fast.forward_fast(x, gamma, beta, eps=eps)
+    assert isinstance(lazy, fast.LazyCache) and lazy.in_range  # backward_fast reads x
+    want = backward(dy, forward(x, gamma, beta, eps=eps)[1])
+    got = backward_fast(dy, lazy, threads=threads)
     for g, w in zip(got, want):
-        np.testing.assert_array_equal(g, w)  # computed by `backward` itself
+        assert max_rel(g, w) <= 16 * np.finfo(dtype).eps
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

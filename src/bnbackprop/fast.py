@@ -25,8 +25,9 @@ gamma and s are in range).
 Dtypes, range, accuracy and refusals are those of `batchnorm` (see its docstring): float16 is
 computed in float32 (numba has no float16), longdouble by `batchnorm.backward` (numba has no
 longdouble either), and a result that overflows in the fast passes (detected inside pass 2, with
-no extra memory traffic), or whose factor gamma/s is subnormal though gamma is not 0 (the tuned passes
-multiply dy by it), is recomputed by the scale-safe `batchnorm.backward`.
+no extra memory traffic), or whose factors or first-pass sums fall below the normal numbers though the
+exact ones are not 0 (a tiny gamma/s, a tiny dy; `_coef_normal`), is recomputed by the scale-safe
+`batchnorm.backward`.
 """
 
 from __future__ import annotations
@@ -242,6 +243,15 @@ def _coefficients(dy, cache, dbeta, dgamma, ch):
     return a, a * dgamma * -(one / (cache.B - cache.ddof)), a * dbeta * -(one / cache.B)
 
 
+def _coefficients_normal(coef, dgamma, dbeta, gamma, B) -> bool:
+    """`_coef_normal`'s rule, in numpy, for backward_blocked's (a, b, c) and sums (all in the array's dtype)."""
+    a, b, c = coef
+    tiny = np.finfo(a.dtype).tiny
+    lost = ((np.abs(dgamma) < B * tiny) & (dgamma != 0)) | ((gamma != 0) & (
+        (np.abs(a) < tiny) | ((np.abs(b) < tiny) & (dgamma != 0)) | ((np.abs(c) < tiny) & (dbeta != 0))))
+    return not lost.any()
+
+
 def backward_blocked(dy, cache: Cache, out=None):
     """numpy only: same (dx, dgamma, dbeta) as `batchnorm.backward`, two cache-blocked passes, BLAS sums."""
     user_out = out
@@ -259,8 +269,7 @@ def backward_blocked(dy, cache: Cache, out=None):
         return _finish(dy, cache, None, user_out)
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # _finish checks the result
         coef = _coefficients(dy, cache, dbeta, dgamma, ch)
-        gamma = cache.gamma.reshape(ch)  # a = gamma*inv_s must be normal where gamma is not 0 (`_normal_factors`)
-        if not np.all((np.abs(coef[0]) >= np.finfo(coef[0].dtype).tiny) | (gamma == 0)):
+        if not _coefficients_normal(coef, dgamma, dbeta, cache.gamma.reshape(ch), cache.B):
             return _finish(dy, cache, None, user_out)  # `backward` rescales
         if by_row:  # contiguous per-row coefficient tiles, one row per (n, c) pair
             coef = tuple(np.tile(v, n)[:, None] for v in coef)
@@ -478,10 +487,25 @@ def _normal_factors(gamma, inv_s) -> bool:
     gamma is not 0: its product with a large dy or x - mu would have lost digits that the result still has.
     (in_range cannot rule this out: it reads min and max |gamma|, and a gamma of 0 stands for the minimum.)"""
     tiny = np.finfo(gamma.dtype).tiny
-    for k in range(gamma.shape[0]):
-        if gamma[k] != 0 and not abs(gamma[k] * inv_s[k]) >= tiny:
-            return False
-    return True
+    ok = True
+    for k in range(gamma.shape[0]):  # no branch in the loop: it runs on every call, and vectorizes so
+        ok &= (gamma[k] == 0) | (abs(gamma[k] * inv_s[k]) >= tiny)
+    return ok
+
+
+@njit(cache=True, fastmath=False, inline="always")
+def _coef_normal(gamma, inv_s, b, c, dgamma, dbeta, scale, rows) -> bool:
+    """False if a factor of dx has lost digits to the subnormal range though the exact one is not 0: a (see
+    `_normal_factors`); b or c rounded to the dtype (b carries 1/s where src is x, and x - mu carries s back);
+    or the first pass's sum of dy*(src - shift) before `scale`, below `rows` smallest normal numbers, where
+    its products underflowed. `backward` rescales dy and gamma instead."""
+    tiny = np.finfo(b.dtype).tiny
+    ok = _normal_factors(gamma, inv_s)
+    per_lim = 1.0 / (rows * tiny)  # |dgamma/scale| >= rows*tiny, without a division or an underflow per channel
+    for k in range(b.shape[0]):  # as there, no branch
+        sums = (dgamma[k] == 0) | (abs(dgamma[k]) * per_lim >= scale[k])
+        ok &= sums & ((gamma[k] == 0) | (((dgamma[k] == 0) | (abs(b[k]) >= tiny)) & ((dbeta[k] == 0) | (abs(c[k]) >= tiny))))
+    return ok
 
 
 @njit(cache=True, fastmath=False)
@@ -546,7 +570,7 @@ def _backward_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamm
     if not np.isfinite(_store_sums(dgamma, dbeta, dgamma_out, dbeta_out)):
         return np.inf  # a sum is not finite: no dx written yet, so dy is intact even as out
     a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
-    if not _normal_factors(gamma, inv_s):
+    if not _coef_normal(gamma, inv_s, b, c, dgamma, dbeta, scale, 1.0 / inv_b):
         return np.inf  # as above: `backward` rescales
     return _block_apply(dy, src, shift, a, b, c, out, 0, rows, nchw, stream)
 
@@ -569,7 +593,7 @@ def _backward_par(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamm
     if not np.isfinite(_store_sums(dgamma, dbeta, dgamma_out, dbeta_out)):
         return np.inf  # a sum is not finite: no dx written yet
     a, b, c = _coef(gamma, inv_s, inv_bd, inv_b, dgamma, dbeta, scale)
-    if not _normal_factors(gamma, inv_s):
+    if not _coef_normal(gamma, inv_s, b, c, dgamma, dbeta, scale, 1.0 / inv_b):
         return np.inf
     chk = np.zeros(chunks, dy.dtype)
     for t in numba.prange(chunks):
@@ -627,7 +651,7 @@ def backward_fast(dy, cache: Cache, out=None, threads=1):
     chk = _run(_backward_jit, _backward_par, threads, src.nbytes, dy_k, src_k, shift_k, scale_k, gamma_k, inv_s_k,
                1.0 / (cache.B - cache.ddof), 1.0 / cache.B, _rows(out), dgamma, dbeta, src.ndim > 2,
                src.nbytes >= STREAM_MIN_BYTES, src.nbytes >= PREFETCH_MIN_BYTES)
-    if not np.isfinite(chk):  # inf: a sum overflowed or a factor underflowed before any dx was written; NaN: some dx did
+    if not np.isfinite(chk):  # inf: a sum overflowed or lost digits before any dx was written (a factor too); NaN: some dx did
         return _finish(dy, cache, None, user_out, in_place=bool(np.isnan(chk)) and np.shares_memory(out, dy))
     if out.dtype == cache.x.dtype:  # float32, float64: already in x's dtype, and in out if given
         return out, dgamma, dbeta
@@ -766,7 +790,8 @@ def _forward_jit(x, gamma, beta, eps, ddof, nchw, cancel_bits, y, stats, stream)
     """Both passes and the statistics (rows mu, var, s, inv_s of `stats`) between them; with `stream`, the
     first pass and the statistics only (the caller streams y, `_normalize_streaming`).
 
-    Returns -1 where `forward` must take over (non-finite, cancellation), else the exponent span of gamma and s.
+    Returns -1 where `forward` must take over (non-finite, cancellation, a gamma*inv_s below the normal numbers),
+    else the exponent span of gamma and s.
     """
     ch = gamma.shape[0]
     if not (np.isfinite(gamma).all() and np.isfinite(beta).all()):
@@ -846,8 +871,9 @@ def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
     stream = x.nbytes >= FORWARD_STREAM_MIN_BYTES
     span = _forward_jit(*args, stream)
     B = x.size // ch
-    # as `forward` decides it: are gamma and s near enough to 1 that a backward needs no rescaling? Then
-    # gamma*inv_s, which the streamed pass multiplies by, is a normal number too.
+    # as `forward` decides it: are gamma and s near enough to 1 that a backward needs no rescaling? The
+    # streamed pass asks it too: then gamma*inv_s, which it multiplies by, cannot overflow (nor underflow,
+    # which _forward_jit has ruled out where gamma is not 0).
     in_range = span >= 0 and _in_window([span], x.dtype, B)
     if stream and span >= 0 and not (in_range and _normalize_streaming(x, stats, gamma_c, beta_c, y)):
         span = _forward_jit(*args, False)  # y by the plain loop (pass 1 again: only for gamma or s far from 1)
