@@ -375,12 +375,11 @@ def test_y_that_overflows_is_refused_as_forward_refuses_it(monkeypatch, shape, d
 
 
 @pytest.mark.parametrize("shape", [(70, 9), (3, 4, 5, 6)])
-def test_a_streamed_pass_that_reports_inf_or_nan_hands_y_to_the_plain_pass(monkeypatch, shape):
+def test_a_streamed_pass_that_reports_inf_or_nan_hands_y_to_forward(monkeypatch, shape):
     x, gamma, beta = batch(shape, 12, 3.0)
-    want = forward_fast(x, gamma, beta)[0]
     for name in ("_col_apply_streaming", "_rows_apply_streaming"):  # a planted check that says "not finite"
         monkeypatch.setattr(fast, name, lambda *args: np.nan)
     monkeypatch.setattr(fast, "FORWARD_STREAM_MIN_BYTES", 0)
     y_f, cache_f = forward_fast(x, gamma, beta)
-    assert isinstance(cache_f, fast.LazyCache)  # the plain pass ran: forward_fast's result, not forward's
-    assert np.max(np.abs(y_f - want)) <= 1e-14 * (np.max(np.abs(gamma)) * scale(x, cache_f) + np.max(np.abs(beta)))
+    assert not isinstance(cache_f, fast.LazyCache)  # forward computed it (and would name an overflow)
+    np.testing.assert_array_equal(y_f, forward(x, gamma, beta)[0])

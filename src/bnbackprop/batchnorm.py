@@ -98,10 +98,14 @@ def _finish(x, stats, gamma_b, beta_b, axes, eps, ddof, param_axes, B):
     return y, Cache(x, mu, xmu, var, s, inv_s, xhat, gamma_b, eps, ddof, axes, axes_p, B, in_range)
 
 
+def _window(dtype, B) -> int:
+    """w such that products of five factors within 2**-w..2**w and B stay in range (195 in float64 for small B)."""
+    return (_max_exp(np.dtype(dtype)) - 2 * int(B).bit_length() - 16) // 5
+
+
 def _in_window(k, dtype, B) -> bool:
-    """Are the powers of two k within 2**-w..2**w, where products of five such factors and B stay in range?"""
-    w = (_max_exp(np.dtype(dtype)) - 2 * int(B).bit_length() - 16) // 5  # 195 in float64 for small B
-    return max(abs(int(v)) for v in k) <= w
+    """Are the powers of two k within 2**-w..2**w (`_window`)?"""
+    return max(abs(int(v)) for v in k) <= _window(dtype, B)
 
 
 @functools.lru_cache(maxsize=None)

@@ -39,7 +39,7 @@ import numpy as np
 
 from ._extras import require
 from ._validate import check_finite, reduce_axes
-from .batchnorm import Cache, _in_caller_dtype, _in_window, backward, checked_dy, forward
+from .batchnorm import Cache, _in_caller_dtype, _in_window, _window, backward, checked_dy, forward
 
 numba = require("numba", "fast", __name__)
 njit = numba.njit
@@ -786,9 +786,10 @@ def _exponent_span(gamma, s):
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _forward_jit(x, gamma, beta, eps, ddof, nchw, cancel_bits, y, stats, stream):
-    """Both passes and the statistics (rows mu, var, s, inv_s of `stats`) between them; with `stream`, the
-    first pass and the statistics only (the caller streams y, `_normalize_streaming`).
+def _forward_jit(x, gamma, beta, eps, ddof, nchw, cancel_bits, y, stats, stream_span):
+    """Both passes and the statistics (rows mu, var, s, inv_s of `stats`) between them; where the exponent span
+    of gamma and s is at most `stream_span` (-1: never), the first pass and the statistics only (the caller
+    streams y, `_normalize_streaming`).
 
     Returns -1 where `forward` must take over (non-finite, cancellation, a gamma*inv_s below the normal numbers),
     else the exponent span of gamma and s.
@@ -810,10 +811,11 @@ def _forward_jit(x, gamma, beta, eps, ddof, nchw, cancel_bits, y, stats, stream)
     if not (_statistics(s1, s2, shift, B, ddof, eps, cancel_bits, mu, var, s, inv_s)
             and _normal_factors(gamma, inv_s)):  # either pass 2 may form gamma*inv_s (LLVM hoists it)
         return -1
-    if stream:
-        return _exponent_span(gamma, s)
+    span = _exponent_span(gamma, s)
+    if span <= stream_span:
+        return span
     chk = _normalize_rows(x, mu, inv_s, gamma, beta, y) if nchw else _normalize_cols(x, mu, inv_s, gamma, beta, y)
-    return _exponent_span(gamma, s) if np.isfinite(chk) else -1
+    return span if np.isfinite(chk) else -1
 
 
 def _normalize_streaming(x, stats, gamma, beta, y) -> bool:
@@ -867,18 +869,18 @@ def forward_fast(x, gamma, beta, eps=1e-5, ddof=0):
     x = np.ascontiguousarray(x)
     y = np.empty_like(x)
     stats = np.empty((4, ch), x.dtype)  # mu, var, s, inv_s: one allocation, four views
-    args = (*_frozen(_rows(x), gamma_c, beta_c), eps, ddof, x.ndim > 2, CANCEL_BITS[x.dtype.type], _rows(y), stats)
-    stream = x.nbytes >= FORWARD_STREAM_MIN_BYTES
-    span = _forward_jit(*args, stream)
     B = x.size // ch
-    # as `forward` decides it: are gamma and s near enough to 1 that a backward needs no rescaling? The
-    # streamed pass asks it too: then gamma*inv_s, which it multiplies by, cannot overflow (nor underflow,
-    # which _forward_jit has ruled out where gamma is not 0).
-    in_range = span >= 0 and _in_window([span], x.dtype, B)
-    if stream and span >= 0 and not (in_range and _normalize_streaming(x, stats, gamma_c, beta_c, y)):
-        span = _forward_jit(*args, False)  # y by the plain loop (pass 1 again: only for gamma or s far from 1)
+    # y is streamed only where gamma and s are in range (as below): gamma*inv_s, which the streamed pass
+    # multiplies by, cannot overflow then (_forward_jit rules out an underflow where gamma is not 0)
+    stream_span = _window(x.dtype, B) if x.nbytes >= FORWARD_STREAM_MIN_BYTES else -1
+    span = _forward_jit(*_frozen(_rows(x), gamma_c, beta_c), eps, ddof, x.ndim > 2, CANCEL_BITS[x.dtype.type], _rows(y),
+                        stats, stream_span)
+    if 0 <= span <= stream_span and not _normalize_streaming(x, stats, gamma_c, beta_c, y):
+        span = -1  # some y is inf or NaN
     if span < 0:
         return forward(x, gamma, beta, eps=eps, ddof=ddof)  # refuses a NaN with its name, or computes exactly
+    # as `forward` decides it: are gamma and s near enough to 1 that a backward needs no rescaling?
+    in_range = _in_window([span], x.dtype, B)
     shape = (1, ch) + (1,) * (x.ndim - 2)
     axes = (0,) + tuple(range(2, x.ndim))
     mu, var, s, inv_s = stats.reshape((4,) + shape)
