@@ -102,6 +102,19 @@ def test_non_contiguous_dy_is_accepted(tuned):
     assert max_rel(tuned(dy_f, cache)[0], backward(dy, cache)[0]) <= 1e-12
 
 
+def test_the_warm_up_compiles_every_kernel_the_tests_call(fast_kernels_compiled):
+    # conftest.compile_fast_kernels (run before this file's first test) compiled the forward, serial and
+    # parallel kernels for both dtypes; the backward on an eager and on a lazy cache of either dtype then
+    # adds no signature, so no test compiles them again at its own depth.
+    kernels = (fast._forward_jit, fast._backward_jit, fast._backward_par)
+    assert [len(k.signatures) for k in kernels] == [2, 2, 2]
+    for dtype in (np.float64, np.float32):
+        _, cache = fast.forward_fast(np.arange(24.0, dtype=dtype).reshape(6, 4) ** 2, np.ones(4, dtype), np.zeros(4, dtype))
+        backward_fast(np.ones((6, 4), dtype), cache)
+        backward_fast(np.ones((6, 4), dtype), forward(*(a.astype(dtype) for a in (np.eye(6, 4) + 1, np.ones(4), np.ones(4))))[1])
+    assert [len(k.signatures) for k in kernels] == [2, 2, 2]
+
+
 def read_only(a):
     """A read-only copy of a."""
     a = a.copy()
