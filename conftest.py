@@ -69,44 +69,47 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
     fork_kernels.close_servers()
-    if hasattr(config, "workerinput"):  # an xdist worker: its results are sent, its kernels and servers ended
+    if hasattr(config, "workerinput"):  # an xdist worker: every result is sent, its kernels and servers ended
         atexit.register(_exit_without_teardown)
 
 
 def _exit_without_teardown() -> None:
-    """The last exit hook of a worker (so the first to run): leave without freeing the heap object by object.
-
-    The controller reports only once every worker has exited, and a worker's interpreter took over a second to
-    tear down a heap of numba's compiled code and frozen objects (freeze_heap).
-    """
+    """Run the other exit hooks, then leave without tearing the interpreter down."""
+    # Registered last, so it runs first. Tearing down a worker's heap of frozen objects and numba's code took
+    # over a second, and the controller reports only once every worker has exited. The other hooks (coverage's
+    # data file, temporary directories, logging) still run, before the exit.
+    atexit.unregister(_exit_without_teardown)
+    atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
 
 
 def freeze_heap() -> None:
-    """Move every object alive now out of the garbage collector's reach (gc.freeze).
-
-    A full collection visits every tracked object. A worker holds hundreds of thousands after importing the
-    libraries, and numba's compiler leaves as many again: in one measured run the three workers spent 14 s of
-    CPU in the collector, 7 s of it in one worker's 23 full collections. Frozen objects are never freed, which
-    costs memory only; the tests' own garbage is collected as before.
-    """
+    """Collect, then move every object still alive into the collector's permanent generation (gc.freeze)."""
+    # A full collection visits every tracked object: a worker holds hundreds of thousands after its imports,
+    # and numba's compiler leaves as many again (in one run before this, the three workers spent 14 s of CPU
+    # collecting, 7 s of it in one worker's 23 full collections). Frozen objects are still freed when nothing
+    # refers to them; frozen reference cycles are not, and gc.get_objects() no longer lists frozen objects.
     gc.collect()
     gc.freeze()
 
 
 def pytest_collection_finish(session):
-    """The imports and the collected tests stay for the whole session: freeze them (freeze_heap)."""
+    """The imports and the collected tests stay for the whole session: freeze them."""
     freeze_heap()
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item, nextitem):
-    """After each file's last test (its fixtures torn down), freeze what it left behind (freeze_heap)."""
-    yield
-    if nextitem is None or nextitem.path != item.path:
+def pytest_runtest_protocol(item, nextitem):
+    """After each file's last test, once pytest has dropped its fixtures, freeze what the file left behind."""
+    result = yield
+    # Not after the last test (the worker exits), nor once a test has failed: a failure's traceback (kept in
+    # sys.last_value) holds the test's frames in cycles, which would never be freed if frozen.
+    if nextitem is not None and getattr(sys, "last_value", None) is None \
+            and item.getparent(pytest.File) is not nextitem.getparent(pytest.File):
         freeze_heap()
+    return result
 
 
 def pytest_collect_file(file_path, parent):
@@ -163,21 +166,20 @@ def pytest_terminal_summary(terminalreporter):
                                    "Install it with: pip install 'bnbackprop[mpi]' (make does)", red=True, bold=True)
 
 
-def compile_fast_kernels() -> None:
-    """Compile bnbackprop.fast's kernels for both dtypes, one thread and two, in a new thread.
-
-    CPython (3.11 here) unmaps a chunk of its frame stack as soon as the frame that opened it returns. At
-    the depth of a test under xdist, numba's compiler kept crossing such a boundary: on a fresh checkout the
-    NUMBA_FILES on one worker made 570,000 mmap calls and took 42 s of CPU; compiled here first, 40,000 and
-    37.5 s. (In a standalone timing the same compiles took 17.1 s of CPU at a depth of 40 frames and 14.1 s
-    in a new thread, whose frame stack starts empty.) Compiling first changes no result: the tests call the
-    same kernels, found compiled, and a signature not covered here compiles where a test first needs it.
-    """
+def compile_fast_kernels() -> dict[str, int]:
+    """Compile bnbackprop.fast's kernels for both dtypes, on one thread and two, in a new thread; their signature counts."""
+    # CPython (3.11 here) unmaps a chunk of its frame stack as soon as the frame that opened it returns. At a
+    # test's depth under xdist, numba's compiler kept crossing such a boundary: on a fresh checkout the
+    # NUMBA_FILES on one worker made 570,000 mmap calls (40,000 when compiled here first). In a standalone
+    # timing the same compiles took 17.1 s of CPU at a depth of 40 frames and 14.1 s in a new thread, whose
+    # frame stack starts empty. The tests then call the same compiled code.
     import threading
 
     import numpy as np
 
     from bnbackprop import fast
+
+    thread_counts = sorted({1, min(2, fast.numba.config.NUMBA_NUM_THREADS)})
 
     def compile_all():
         rng = np.random.default_rng(0)
@@ -186,20 +188,24 @@ def compile_fast_kernels() -> None:
             x = (1 + rng.standard_normal((rows, 64))).astype(dtype)
             gamma, beta = rng.uniform(0.5, 2, 64).astype(dtype), rng.standard_normal(64).astype(dtype)
             _, cache = fast.forward_fast(x, gamma, beta)
-            for threads in (1, 2):
+            for threads in thread_counts:
                 fast.backward_fast(x, cache, threads=threads)
+            gc.collect()  # the collector is paused (below): free one dtype's compiler objects before the next
 
     errors = []
-    thread = threading.Thread(target=lambda: _record_errors(compile_all, errors), name="compile-fast-kernels")
-    gc.disable()  # numba's compiler makes objects by the million: one collection at the end, not dozens
+    thread = threading.Thread(target=_record_errors, args=(compile_all, errors), name="compile-fast-kernels", daemon=True)
+    was_enabled = gc.isenabled()
+    gc.disable()  # numba's compiler makes objects by the million: one collection per dtype, not dozens
     try:
         thread.start()
         thread.join()
     finally:
-        gc.enable()
+        if was_enabled:
+            gc.enable()
     if errors:
         raise errors[0]
     freeze_heap()
+    return {name: len(getattr(fast, name).signatures) for name in ("_forward_jit", "_backward_jit", "_backward_par")}
 
 
 def _record_errors(job, errors: list) -> None:
@@ -211,14 +217,14 @@ def _record_errors(job, errors: list) -> None:
 
 
 @pytest.fixture(scope="session")
-def fast_kernels_compiled():
-    """compile_fast_kernels, once per worker."""
-    compile_fast_kernels()
+def fast_kernels_compiled() -> dict[str, int]:
+    """compile_fast_kernels, once per worker: the signature counts it left."""
+    return compile_fast_kernels()
 
 
 @pytest.fixture(autouse=True)
 def _numba_files_compile_first(request):
-    """The NUMBA_FILES find the kernels compiled (see compile_fast_kernels)."""
+    """The NUMBA_FILES find the kernels compiled (compile_fast_kernels)."""
     if request.node.nodeid.split("::")[0] in NUMBA_FILES:
         request.getfixturevalue("fast_kernels_compiled")
 

@@ -43,7 +43,6 @@ from .batchnorm import Cache, _in_caller_dtype, _in_window, _window, backward, c
 
 numba = require("numba", "fast", __name__)
 njit = numba.njit
-from numba.core.cpu_options import ParallelOptions  # noqa: E402 - needs numba
 from ._nontemporal import (  # noqa: E402 - needs numba
     VECTOR_BYTES,
     stream_apply_1row,
@@ -578,10 +577,15 @@ def _backward_jit(dy, src, shift, scale, gamma, inv_s, inv_bd, inv_b, out, dgamm
 
 # Only the two prange loops run in parallel. With parallel=True numba also turns each np.zeros into a
 # parallel loop, each compiled as a threaded function of its own: 0.8 s more CPU per dtype to compile, for
-# arrays of a few thousand values. An options object, not a dict: numba 0.68 empties a dict of options
-# when it first compiles, so the second dtype's compile would have had every option on.
-_PRANGE_ONLY = ParallelOptions({"prange": True, "numpy": False, "comprehension": False, "reduction": False,
-                                "inplace_binop": False, "setitem": False, "stencil": False, "fusion": False})
+# arrays of a few thousand values. An options object, not a dict: numba (0.68.1 here) pops the keys out of a
+# dict of options when it compiles, so the second dtype's compile would have had every option on.
+try:
+    from numba.core.cpu_options import ParallelOptions  # numba's own class, not a documented name
+except ImportError:  # a numba that moved it: every option on, as parallel=True
+    _PRANGE_ONLY = True
+else:
+    _PRANGE_ONLY = ParallelOptions({"prange": True, "numpy": False, "comprehension": False, "reduction": False,
+                                    "inplace_binop": False, "setitem": False, "stencil": False, "fusion": False})
 
 
 @njit(cache=True, fastmath=_FLAGS, parallel=_PRANGE_ONLY)
