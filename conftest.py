@@ -167,7 +167,7 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def compile_fast_kernels() -> dict[str, int]:
-    """Compile bnbackprop.fast's kernels for both dtypes, on one thread and two, in a new thread; their signature counts."""
+    """Compile bnbackprop.fast's kernels (both dtypes, 1 and 2 threads) in a new thread; their signature counts."""
     # CPython (3.11 here) unmaps a chunk of its frame stack as soon as the frame that opened it returns. At a
     # test's depth under xdist, numba's compiler kept crossing such a boundary: on a fresh checkout the
     # NUMBA_FILES on one worker made 570,000 mmap calls (40,000 when compiled here first). In a standalone
@@ -193,7 +193,7 @@ def compile_fast_kernels() -> dict[str, int]:
             gc.collect()  # the collector is paused (below): free one dtype's compiler objects before the next
 
     errors = []
-    thread = threading.Thread(target=_record_errors, args=(compile_all, errors), name="compile-fast-kernels", daemon=True)
+    thread = threading.Thread(target=_record_errors, args=(compile_all, errors), name="compile-kernels", daemon=True)
     was_enabled = gc.isenabled()
     gc.disable()  # numba's compiler makes objects by the million: one collection per dtype, not dozens
     try:
